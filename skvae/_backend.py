@@ -1,0 +1,94 @@
+"""Device and dtype resolution, array <-> tensor conversion, generators from ``random_state``.
+
+Nothing here knows about estimators; the estimators call these helpers so that every model
+resolves ``device="auto"``, casts input and seeds its randomness the same way.
+"""
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device):
+    """Turn the ``device`` parameter into a ``torch.device``, checking that it exists here.
+
+    ``"auto"`` means the current CUDA device when CUDA is available, else the CPU.
+    """
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        resolved = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"device={device!r} is not a device torch knows. Use 'auto', 'cpu', 'cuda', "
+            "'cuda:N' or a torch.device."
+        ) from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise ValueError(
+            f"device={device!r} is not supported: skvae runs on 'cpu' or 'cuda[:N]'. "
+            "Use device='auto' to pick CUDA when it is available."
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this machine. "
+            "Use device='cpu', or device='auto' to fall back to the CPU."
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} does not exist: this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s), numbered from 0."
+        )
+    return resolved
+
+
+def resolve_dtype(dtype):
+    """``"float32"``/``"float64"`` (or the numpy/torch equivalent) -> ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype) and dtype in _DTYPES.values():
+        return dtype
+    name = np.dtype(dtype).name if not isinstance(dtype, torch.dtype) else str(dtype)
+    if name in _DTYPES:
+        return _DTYPES[name]
+    raise ValueError(f"dtype={dtype!r} is not supported; use 'float32' or 'float64'.")
+
+
+def fallback_device(device):
+    """The device to use for a model loaded on this machine: CPU when CUDA has gone."""
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        return torch.device("cpu")
+    return device
+
+
+def as_tensor(X, *, device, dtype):
+    """A tensor view or copy of ``X`` on ``device``; never writes to the caller's memory."""
+    if isinstance(X, torch.Tensor):
+        return X.detach().to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(X), device=device).to(dtype=dtype)
+
+
+def to_numpy(tensor, dtype=None):
+    """A numpy array with its own memory from a tensor on any device."""
+    array = tensor.detach().cpu().numpy()
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    return array
+
+
+def seed_from(random_state):
+    """One integer seed drawn from ``random_state`` (None, int or RandomState)."""
+    rng = check_random_state(random_state)
+    return int(rng.randint(np.iinfo(np.int32).max))
+
+
+def make_generator(random_state, device):
+    """A local ``torch.Generator`` on ``device`` seeded from ``random_state``.
+
+    The global torch RNG is never touched. An int ``random_state`` gives the same stream every
+    time; ``None`` draws a fresh seed from numpy's global state, as scikit-learn does.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed_from(random_state))
+    return generator

@@ -1,0 +1,176 @@
+"""What every skvae estimator shares: input validation, device state, feature names, score, pickling."""
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from ._backend import as_tensor, fallback_device, resolve_device, resolve_dtype
+from ._compat import validate_data
+
+
+class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base class of the skvae estimators (not public).
+
+    Subclasses implement ``fit``, ``transform``, ``inverse_transform``, ``score_samples`` and
+    ``sample``; this class gives them one way to validate input and land it on the device, and
+    the methods that follow from those (``score``, feature names, pickling).
+    """
+
+    # Subclasses say whether NaN entries are accepted (as missing values) by ``fit``.
+    def _nan_policy(self):
+        """None when NaN is accepted, else the message hint telling the user what to do."""
+        return (
+            f"{type(self).__name__} does not accept missing values encoded as NaN. "
+            "Impute them first, e.g. with sklearn.impute.SimpleImputer in a Pipeline."
+        )
+
+    # ------------------------------------------------------------------ validation
+    def _check_input(self, X, *, reset, ensure_min_samples=1):
+        """Validate ``X`` and return it as a tensor on the estimator's device and dtype.
+
+        ``reset=True`` (in ``fit``) also resolves ``device`` and ``dtype`` and records
+        ``n_features_in_`` / ``feature_names_in_``; otherwise those are checked against ``X``.
+        The caller's array is never written to: the tensor may share its memory, so code that
+        receives it must not modify it in place.
+        """
+        if reset:
+            self._device = resolve_device(self.device)
+            self._dtype = resolve_dtype(self.dtype)
+        if isinstance(X, torch.Tensor):
+            X = self._check_tensor(X, reset=reset, ensure_min_samples=ensure_min_samples)
+        else:
+            X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
+            X = as_tensor(X, device=self._device, dtype=self._dtype)
+        self._check_finite(X)
+        return X
+
+    def _check_array(self, X, *, reset, ensure_min_samples):
+        try:
+            return validate_data(
+                self,
+                X,
+                reset=reset,
+                accept_sparse=False,
+                dtype=[np.float64, np.float32],
+                ensure_all_finite=False,
+                ensure_min_samples=ensure_min_samples,
+            )
+        except ValueError as error:
+            if "could not convert" in str(error) or "string" in str(error).lower():
+                raise ValueError(
+                    f"X must be numeric, but it holds non-numeric values ({error}). Encode text "
+                    "or categorical columns as numbers first, e.g. with "
+                    "sklearn.preprocessing.OneHotEncoder in a ColumnTransformer."
+                ) from error
+            raise
+
+    def _check_tensor(self, X, *, reset, ensure_min_samples):
+        if X.ndim != 2:
+            raise ValueError(
+                f"Expected a 2-D tensor for X, got shape {tuple(X.shape)}. Reshape it with "
+                "X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample."
+            )
+        if X.is_complex() or not (X.is_floating_point() or X.dtype in (torch.int32, torch.int64,
+                                                                        torch.int16, torch.int8,
+                                                                        torch.uint8, torch.bool)):
+            raise ValueError(f"X must hold real numbers; got a tensor of dtype {X.dtype}.")
+        n_samples, n_features = X.shape
+        if n_samples < ensure_min_samples:
+            raise ValueError(
+                f"Found array with {n_samples} sample(s) (shape={tuple(X.shape)}) while a minimum "
+                f"of {ensure_min_samples} is required by {type(self).__name__}."
+            )
+        if n_features < 1:
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 "
+                f"is required by {type(self).__name__}."
+            )
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X.detach().to(device=self._device, dtype=self._dtype)
+
+    def _check_finite(self, X):
+        if torch.isinf(X).any():
+            raise ValueError(
+                "X contains infinity. Remove or replace the infinite entries (set them to NaN "
+                f"if they stand for missing values{self._nan_accepted_suffix()})."
+            )
+        hint = self._nan_policy()
+        if hint is not None and torch.isnan(X).any():
+            raise ValueError(f"Input X contains NaN. {hint}")
+
+    def _nan_accepted_suffix(self):
+        return ": this model treats NaN as missing" if self._nan_policy() is None else ""
+
+    def _check_latent(self, Z):
+        """Validate latent codes for ``inverse_transform``: (n, n_components_) -> tensor."""
+        if isinstance(Z, torch.Tensor):
+            Z = Z.detach()
+            if Z.ndim != 2:
+                raise ValueError(f"Expected a 2-D tensor for Z, got shape {tuple(Z.shape)}.")
+        else:
+            Z = check_array(Z, dtype=[np.float64, np.float32], input_name="Z")
+        if Z.shape[1] != self.n_components_:
+            raise ValueError(
+                f"Z has {Z.shape[1]} columns, but {type(self).__name__} has "
+                f"n_components_={self.n_components_}: pass the output of transform."
+            )
+        Z = as_tensor(Z, device=self._device, dtype=self._dtype)
+        if not torch.isfinite(Z).all():
+            raise ValueError("Z contains NaN or infinity; latent codes must be finite.")
+        return Z
+
+    # ------------------------------------------------------------------ shared surface
+    def score(self, X, y=None):
+        """Mean log-likelihood of the rows of ``X`` (the mean of :meth:`score_samples`).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            The data.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        score : float
+            Mean log-likelihood per row, in nats. Higher is better, so model selection tools
+            such as ``GridSearchCV`` maximise it.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    @property
+    def _n_features_out(self):
+        return self.n_components_
+
+    def _fitted_device(self):
+        check_is_fitted(self)
+        return self._device
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                state[key] = value.detach().cpu()
+        if isinstance(state.get("_device"), torch.device):
+            state["_device"] = str(state["_device"])
+        return state
+
+    def __setstate__(self, state):
+        device = state.get("_device")
+        if isinstance(device, str):
+            state["_device"] = fallback_device(torch.device(device))
+        super().__setstate__(state)
+        self._restore_device()
+
+    def _restore_device(self):
+        """Move tensor state to ``self._device`` after unpickling (subclasses with tensors)."""

@@ -1,0 +1,10 @@
+"""The one module that imports private scikit-learn helpers.
+
+A scikit-learn upgrade that moves one of these touches this file only. Supported: >= 1.6.
+"""
+
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Hidden, Interval, Options, StrOptions
+from sklearn.utils.validation import validate_data
+
+__all__ = ["Hidden", "Interval", "Options", "StrOptions", "_fit_context", "validate_data"]

@@ -1,0 +1,352 @@
+"""What PPCA and FactorAnalysisEM share: everything but how the parameters are estimated."""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from .._backend import make_generator, to_numpy
+from .._base import BaseLatentModel
+from .._compat import Interval, StrOptions, _fit_context
+from . import _gaussian as gauss
+
+
+class BaseLinearGaussian(BaseLatentModel):
+    """x = W z + mu + e with e ~ N(0, Psi): inference, scoring, sampling, streaming, imputation.
+
+    Subclasses set ``_isotropic`` and implement ``_resolve_n_components``, ``_fit_complete``
+    (from the sufficient statistics, optionally with the rows) and ``_init_missing``.
+    """
+
+    _isotropic = False
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "random_state": ["random_state"],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self._nan_policy() is None
+        return tags
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the model to ``X``; NaN entries are treated as missing at random.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Training data. NaN marks a missing entry; the model is then fitted by EM on the
+            observed entries.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        X = self._check_input(X, reset=True, ensure_min_samples=2)
+        n_samples, n_features = X.shape
+        self.n_components_ = self._resolve_n_components(n_samples, n_features)
+        mask = ~torch.isnan(X)
+        if bool(mask.all()):
+            self._stats = gauss.merge_moments(0, None, None, X)
+            self._fit_from_stats(X)
+        else:
+            self._stats = None
+            self._fit_missing(X, mask)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Add the rows of ``X`` to the exact sufficient statistics and refit.
+
+        The count, mean and scatter matrix of all rows seen so far are merged exactly, so fitting
+        chunk by chunk gives the model that one :meth:`fit` on all rows gives (to rounding).
+        Missing values are not supported here: use :meth:`fit` for data with NaN.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A chunk of training data. The first chunk needs at least 2 rows.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        first = not hasattr(self, "n_features_in_")
+        if not first and getattr(self, "_stats", None) is None:
+            raise ValueError(
+                f"partial_fit cannot continue this {type(self).__name__}: it was fitted on data "
+                "with missing values, which keeps no sufficient statistics. Call fit on all rows "
+                "instead, or start a new estimator for streaming."
+            )
+        X = self._check_input(X, reset=first, ensure_min_samples=2 if first else 1)
+        if bool(torch.isnan(X).any()):
+            raise ValueError(
+                "Input X contains NaN: partial_fit accumulates complete-data statistics and "
+                "cannot handle missing values. Use fit on all rows (it runs EM over the gaps), "
+                "or impute the chunk first."
+            )
+        stats = (0, None, None) if first else self._stats
+        self._stats = gauss.merge_moments(*stats, X)
+        self.n_components_ = self._resolve_n_components(self._stats[0], self.n_features_in_)
+        self._fit_from_stats(None)
+        return self
+
+    def _fit_from_stats(self, X):
+        count, mean, scatter = self._stats
+        W, psi, loglikes = self._fit_complete(count, mean, scatter / count, X)
+        self._set_fitted(mean, W, psi, loglikes)
+
+    def _fit_missing(self, X, mask):
+        empty = ~mask.any(dim=0)
+        if bool(empty.any()):
+            columns = torch.nonzero(empty).flatten().tolist()
+            raise ValueError(
+                f"X has no observed value in column(s) {columns[:10]}: a feature that is NaN in "
+                "every row cannot be modelled. Drop those columns before fitting."
+            )
+        params = self._init_missing(X, mask)
+        floor = self._noise_floor()
+
+        def step(p):
+            return gauss.em_step_masked(X, mask, p, isotropic=self._isotropic, floor=floor)
+
+        params, loglikes = self._run_em(step, params, X.shape[0], floor)
+        self._set_fitted(params.mu, params.W, params.psi, loglikes)
+
+    def _run_em(self, step, params, n_samples, floor):
+        params, loglikes, converged = gauss.run_em(
+            step, params, n=n_samples, max_iter=self.max_iter, tol=self.tol, floor=floor
+        )
+        if not np.all(np.isfinite(loglikes)):
+            raise ValueError(
+                f"EM produced a non-finite log-likelihood in {type(self).__name__}.fit; the data "
+                "may be degenerate (check for huge values or duplicated columns)."
+            )
+        if not converged:
+            warnings.warn(
+                f"{type(self).__name__} EM did not converge in max_iter={self.max_iter} "
+                f"iterations (tol={self.tol}). Increase max_iter or tol.",
+                ConvergenceWarning,
+            )
+        return params, loglikes
+
+    def _noise_floor(self):
+        """Smallest noise variance allowed, so constant columns keep a finite density.
+
+        1e-12 in float64 is scikit-learn's FactorAnalysis floor, so likelihoods compare.
+        """
+        return 1e-12 if self._dtype == torch.float64 else 1e-6
+
+    def _initial_loadings(self, S):
+        """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start."""
+        d = S.shape[0]
+        eigvals, eigvecs = torch.linalg.eigh(S)
+        eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
+        k = min(self.n_components_, d - 1)
+        W, sigma2 = gauss.ppca_from_eigen(eigvals, eigvecs, k, self._noise_floor())
+        if k < self.n_components_:  # k = d (factor analysis only): start the last column small
+            W = torch.cat([W, eigvecs[:, k:] * torch.sqrt(sigma2) * 0.5], dim=1)
+        if self._isotropic:
+            return W, sigma2.expand(d).clone()
+        return W, (torch.diagonal(S) - (W * W).sum(dim=1)).clamp_min(self._noise_floor())
+
+    def _init_missing(self, X, mask):
+        """Start EM with gaps from the PPCA solution on mean-imputed data."""
+        observed = mask.to(X.dtype)
+        zeros = torch.zeros((), dtype=X.dtype, device=X.device)
+        mean = torch.where(mask, X, zeros).sum(dim=0) / observed.sum(dim=0)
+        centred = torch.where(mask, X - mean, zeros)
+        W, psi = self._initial_loadings(centred.T @ centred / X.shape[0])
+        return gauss.Params(W, psi, mean)
+
+    def _set_fitted(self, mean, W, psi, loglikes):
+        W = self._canonical(W, psi, rotate=loglikes is not None)
+        self.mean_ = to_numpy(mean, np.float64)
+        self.components_ = to_numpy(W.T, np.float64)
+        psi = to_numpy(psi, np.float64)
+        self.noise_variance_ = float(psi[0]) if self._isotropic else psi
+        if loglikes is None:
+            self.n_iter_ = 1
+            for name in ("loglike_",):
+                if hasattr(self, name):
+                    delattr(self, name)
+        else:
+            self.n_iter_ = len(loglikes)
+            self.loglike_ = np.asarray(loglikes)
+        self._after_fit(W, psi)
+
+    def _after_fit(self, W, psi):
+        """Hook for estimator-specific attributes (explained variance, rotation)."""
+
+    @staticmethod
+    def _canonical(W, psi, rotate):
+        """Rotate W so W^T Psi^-1 W is diagonal (descending), each column's largest entry > 0.
+
+        The likelihood does not see a rotation of W; fixing one makes ``components_`` unique
+        (up to ties) and comparable across fits, as PCA's sign convention does. A closed-form
+        solution is already in that basis and only gets the sign convention.
+        """
+        if rotate:
+            scaled = W / torch.sqrt(psi)[:, None]
+            _, rotation = torch.linalg.eigh(scaled.T @ scaled)
+            W = W @ rotation.flip(1)
+        largest = torch.argmax(W.abs(), dim=0)
+        signs = torch.sign(W[largest, torch.arange(W.shape[1], device=W.device)])
+        signs[signs == 0] = 1
+        return W * signs
+
+    # ------------------------------------------------------------------ fitted tensors
+    def _tensors(self):
+        check_is_fitted(self)
+        device, dtype = self._device, self._dtype
+        mu = torch.as_tensor(self.mean_, device=device, dtype=dtype)
+        W = torch.as_tensor(self.components_.T, device=device, dtype=dtype)
+        psi = torch.as_tensor(
+            np.broadcast_to(self.noise_variance_, self.mean_.shape).copy(), device=device, dtype=dtype
+        )
+        return mu, W, psi
+
+    def _restore_device(self):
+        if getattr(self, "_stats", None) is not None:
+            count, mean, scatter = self._stats
+            self._stats = (count, mean.to(self._device), scatter.to(self._device))
+
+    # ------------------------------------------------------------------ inference
+    def transform(self, X, return_std=False):
+        """Posterior mean E[z | x] of the latent variables (rows with NaN: given what is observed).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data; NaN entries are treated as missing and integrated out.
+        return_std : bool, default=False
+            Also return the posterior standard deviations of z.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            Posterior means.
+        Z_std : ndarray of shape (n_samples, n_components)
+            Posterior standard deviations, only when ``return_std=True``.
+        """
+        mu, W, psi = self._tensors()
+        X = self._check_input(X, reset=False)
+        mask = ~torch.isnan(X)
+        if bool(mask.all()):
+            mean, cov = gauss.posterior(X, mu, W, psi)
+            std = torch.sqrt(torch.diagonal(cov)).expand_as(mean)
+        else:
+            mean, cov, _ = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
+            std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2))
+        if return_std:
+            return to_numpy(mean), to_numpy(std)
+        return to_numpy(mean)
+
+    def inverse_transform(self, Z):
+        """Decoded mean E[x | z] = W z + mu.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, n_components)
+            Latent codes, e.g. the output of :meth:`transform`.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        """
+        mu, W, _ = self._tensors()
+        Z = self._check_latent(Z)
+        return to_numpy(Z @ W.T + mu)
+
+    def score_samples(self, X):
+        """Exact log-likelihood log p(x) of each row, in nats (observed entries only with NaN).
+
+        Computed through the Woodbury identity and the matrix determinant lemma: O(n d k).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data; NaN entries are marginalized out (a row with no observed entry scores 0).
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_samples,)
+        """
+        mu, W, psi = self._tensors()
+        X = self._check_input(X, reset=False)
+        mask = ~torch.isnan(X)
+        if bool(mask.all()):
+            return to_numpy(gauss.log_likelihood(X, mu, W, psi), np.float64)
+        _, _, loglik = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
+        return to_numpy(loglik, np.float64)
+
+    def impute(self, X):
+        """Fill the NaN entries of ``X`` with their conditional mean E[x_missing | x_observed].
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data with NaN marking missing entries. It is not modified.
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features)
+            A copy of ``X`` with observed entries unchanged and missing ones imputed.
+        """
+        mu, W, psi = self._tensors()
+        X = self._check_input(X, reset=False)
+        mask = ~torch.isnan(X)
+        if bool(mask.all()):
+            return to_numpy(X).copy()
+        mean, _, _ = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
+        return to_numpy(torch.where(mask, X, mean @ W.T + mu)).copy()
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw rows from the fitted model by ancestral sampling: z ~ N(0, I), x ~ p(x | z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows to draw.
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws; None uses the estimator's ``random_state``.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        """
+        mu, W, psi = self._tensors()
+        if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
+            raise ValueError(f"n_samples={n_samples!r} must be a positive integer.")
+        seed = self.random_state if random_state is None else random_state
+        generator = make_generator(seed, self._device)
+        options = {"generator": generator, "device": self._device, "dtype": self._dtype}
+        z = torch.randn(n_samples, W.shape[1], **options)
+        noise = torch.randn(n_samples, W.shape[0], **options) * torch.sqrt(psi)
+        return to_numpy(z @ W.T + mu + noise)
+
+    def get_covariance(self):
+        """Model covariance C = W W^T + Psi, shape (n_features, n_features)."""
+        _, W, psi = self._tensors()
+        return to_numpy(W @ W.T + torch.diag(psi), np.float64)
+
+    def get_precision(self):
+        """Model precision C^-1 by the Woodbury identity, shape (n_features, n_features)."""
+        _, W, psi = self._tensors()
+        return to_numpy(gauss.precision(W, psi), np.float64)

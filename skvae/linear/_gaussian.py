@@ -1,0 +1,252 @@
+"""The algebra of x ~ N(mu, W W^T + Psi), in torch, on whatever device the tensors live.
+
+Shapes: ``X`` (n, d), ``mu`` (d,), ``W`` (d, k), ``psi`` (d,) (a PPCA model repeats its one
+noise variance). Nothing here forms a d x d inverse: the marginal log-density, the posterior of
+z and the EM steps go through the k x k matrix A = I + W^T Psi^-1 W (Woodbury and the matrix
+determinant lemma, ../shared/MATH.md), so a pass over n rows costs O(n d k).
+
+Missing entries are given by a boolean ``mask`` (True = observed); the value stored at a missing
+entry is never read. Each row then has its own A_n = I + W_o^T Psi_o^-1 W_o, formed for all rows
+at once with one matrix product, and factorized with batched Cholesky.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LOG_2PI = math.log(2.0 * math.pi)
+ROW_CHUNK = 4096  # rows per batch when each row carries its own k x k matrix
+
+
+# ---------------------------------------------------------------------- complete rows
+def _shared_factor(W, psi):
+    """Psi^-1 W, the Cholesky factor of A = I + W^T Psi^-1 W, and log|C|."""
+    scaled = W / psi[:, None]
+    A = torch.eye(W.shape[1], dtype=W.dtype, device=W.device) + W.T @ scaled
+    chol = torch.linalg.cholesky(A)
+    logdet_C = torch.log(psi).sum() + 2.0 * torch.log(torch.diagonal(chol)).sum()
+    return scaled, chol, logdet_C
+
+
+def log_likelihood(X, mu, W, psi):
+    """log N(x; mu, W W^T + diag(psi)) for each row of a complete ``X``: shape (n,)."""
+    scaled, chol, logdet_C = _shared_factor(W, psi)
+    R = X - mu
+    c = torch.linalg.solve_triangular(chol, (R @ scaled).T, upper=False)
+    quad = (R * R / psi).sum(dim=1) - (c * c).sum(dim=0)
+    return -0.5 * (X.shape[1] * LOG_2PI + logdet_C + quad)
+
+
+def posterior(X, mu, W, psi):
+    """Mean (n, k) and shared covariance (k, k) of z | x for complete rows."""
+    scaled, chol, _ = _shared_factor(W, psi)
+    mean = torch.cholesky_solve(((X - mu) @ scaled).T, chol).T
+    return mean, torch.cholesky_inverse(chol)
+
+
+def precision(W, psi):
+    """C^-1 = Psi^-1 - Psi^-1 W A^-1 W^T Psi^-1 (d x d, formed only on request)."""
+    scaled, chol, _ = _shared_factor(W, psi)
+    half = torch.linalg.solve_triangular(chol, scaled.T, upper=False)
+    return torch.diag(1.0 / psi) - half.T @ half
+
+
+# ---------------------------------------------------------------------- rows with missing entries
+def masked_posterior(X, mask, mu, W, psi):
+    """Per-row posterior of z given the observed entries, and log p(x_o), for ``X`` with gaps.
+
+    Returns ``mean`` (n, k), ``cov`` (n, k, k) and ``loglik`` (n,). A row with nothing observed
+    gets the prior and log-likelihood 0 (the density of an empty observation).
+    """
+    n, d = X.shape
+    k = W.shape[1]
+    observed = mask.to(X.dtype)
+    precision_obs = observed / psi  # 0 where missing
+    R = torch.where(mask, X - mu, torch.zeros((), dtype=X.dtype, device=X.device))
+    outer = (W[:, :, None] * W[:, None, :]).reshape(d, k * k)
+    A = (precision_obs @ outer).reshape(n, k, k)
+    A.diagonal(dim1=1, dim2=2).add_(1.0)
+    chol = torch.linalg.cholesky(A)
+    b = (R * precision_obs) @ W
+    mean = torch.cholesky_solve(b[:, :, None], chol)[:, :, 0]
+    cov = torch.cholesky_inverse(chol)
+    logdet_C = (observed * torch.log(psi)).sum(dim=1) + 2.0 * torch.log(
+        torch.diagonal(chol, dim1=1, dim2=2)
+    ).sum(dim=1)
+    quad = (R * R * precision_obs).sum(dim=1) - (b * mean).sum(dim=1)
+    loglik = -0.5 * (observed.sum(dim=1) * LOG_2PI + logdet_C + quad)
+    return mean, cov, loglik
+
+
+def chunked_masked_posterior(X, mask, mu, W, psi, chunk=ROW_CHUNK):
+    """:func:`masked_posterior` over row chunks, so memory stays O(chunk k^2)."""
+    parts = [
+        masked_posterior(X[i : i + chunk], mask[i : i + chunk], mu, W, psi)
+        for i in range(0, X.shape[0], chunk)
+    ]
+    return tuple(torch.cat(p) for p in zip(*parts))
+
+
+# ---------------------------------------------------------------------- EM
+@dataclass
+class Params:
+    """Parameters of the model that EM moves: loadings, noise variances and (with gaps) mean."""
+
+    W: torch.Tensor
+    psi: torch.Tensor
+    mu: torch.Tensor
+
+    def flat(self):
+        """All parameters in one vector, noise variances on the log scale (free of constraint)."""
+        return torch.cat([self.W.reshape(-1), torch.log(self.psi), self.mu])
+
+    def like(self, flat):
+        d, k = self.W.shape
+        log_psi = flat[d * k : d * k + d]
+        return Params(flat[: d * k].reshape(d, k), torch.exp(log_psi), flat[d * k + d :])
+
+
+def _finish_noise(psi_new, isotropic, floor, weights=None):
+    if isotropic:
+        if weights is None:
+            value = psi_new.mean()
+        else:
+            value = (psi_new * weights).sum() / weights.sum()
+        psi_new = value.expand_as(psi_new).clone()
+    return psi_new.clamp_min(floor)
+
+
+def em_step_stats(S, n, params, *, isotropic, floor):
+    """One EM step on the covariance ``S`` (complete data; mu is the sample mean).
+
+    Returns the total log-likelihood at ``params`` and the updated parameters. Cost O(d^2 k),
+    whatever the number of rows (Rubin & Thayer 1982; for PPCA, Tipping & Bishop 1999).
+    """
+    W, psi = params.W, params.psi
+    d, k = W.shape
+    scaled, chol, logdet_C = _shared_factor(W, psi)
+    G = torch.cholesky_inverse(chol)
+    B = G @ scaled.T  # k x d
+    SBt = S @ B.T  # d x k
+    trace_CinvS = (torch.diagonal(S) / psi).sum() - (SBt * scaled).sum()
+    loglik = -0.5 * n * (d * LOG_2PI + logdet_C + trace_CinvS)
+    Ezz = G + B @ SBt
+    W_new = torch.linalg.solve(Ezz, SBt.T).T  # S B^T Ezz^-1 (Ezz symmetric)
+    psi_new = torch.diagonal(S) - (W_new * SBt).sum(dim=1)
+    psi_new = _finish_noise(psi_new, isotropic, floor)
+    return loglik, Params(W_new, psi_new, params.mu)
+
+
+def em_step_masked(X, mask, params, *, isotropic, floor, chunk=ROW_CHUNK):
+    """One EM step with missing entries; mean, loadings and noise move together.
+
+    E-step per row over its observed coordinates; M-step per feature j over the rows where j is
+    observed, regressing x_j on [E z; 1] (../shared/MATH.md). Returns the observed-data
+    log-likelihood at ``params`` and the updated parameters.
+    """
+    W, psi, mu = params.W, params.psi, params.mu
+    d, k = W.shape
+    dtype, device = X.dtype, X.device
+    loglik = torch.zeros((), dtype=dtype, device=device)
+    cross = torch.zeros(d, k + 1, dtype=dtype, device=device)  # sum_n o x [m; 1]^T
+    second = torch.zeros(d, (k + 1) ** 2, dtype=dtype, device=device)  # sum_n o E[[z;1][z;1]^T]
+    sum_sq = torch.zeros(d, dtype=dtype, device=device)  # sum_n o x^2
+    for i in range(0, X.shape[0], chunk):
+        Xc, Mc = X[i : i + chunk], mask[i : i + chunk]
+        mean, cov, ll = masked_posterior(Xc, Mc, mu, W, psi)
+        loglik = loglik + ll.sum()
+        observed = Mc.to(dtype)
+        Xo = torch.where(Mc, Xc, torch.zeros((), dtype=dtype, device=device))
+        ez = torch.cat([mean, torch.ones_like(mean[:, :1])], dim=1)
+        ezz = ez[:, :, None] * ez[:, None, :]
+        ezz[:, :k, :k] += cov
+        cross += Xo.T @ ez
+        second += observed.T @ ezz.reshape(-1, (k + 1) ** 2)
+        sum_sq += (Xo * Xo).sum(dim=0)
+    second = second.reshape(d, k + 1, k + 1)
+    theta = torch.linalg.solve(second, cross[:, :, None])[:, :, 0]  # rows [W_j, mu_j]
+    counts = mask.sum(dim=0).to(dtype)
+    residual = sum_sq - (theta * cross).sum(dim=1)  # sum over observed rows of E[(x - W z - mu)^2]
+    if isotropic:
+        psi_new = _finish_noise(residual / counts, True, floor, weights=counts)
+    else:
+        psi_new = _finish_noise(residual / counts, False, floor)
+    return loglik, Params(theta[:, :k].contiguous(), psi_new, theta[:, k].contiguous())
+
+
+def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor):
+    """Iterate ``step`` (params -> (loglik at params, next params)) to convergence.
+
+    With ``accelerate``, SQUAREM (Varadhan & Roland 2008): two EM steps define a direction, an
+    extrapolated point is taken along it (noise variances on the log scale, so they stay
+    positive), and it is kept only if its log-likelihood beats the last plain step, so the recorded log-likelihoods never decrease. Each call of ``step`` counts
+    as one iteration. Stops when a plain EM step raises the mean log-likelihood per sample by
+    less than ``tol``.
+
+    Returns ``(params, loglikes, converged)``: the parameters after the last step and the
+    log-likelihoods (totals) of every accepted point, in order.
+    """
+    loglikes = []
+    threshold = tol * n
+    while len(loglikes) < max_iter:
+        ll0, p1 = step(params)
+        loglikes.append(float(ll0))
+        if len(loglikes) >= max_iter:
+            return p1, loglikes, False
+        ll1, p2 = step(p1)
+        loglikes.append(float(ll1))
+        if float(ll1) - float(ll0) < threshold:
+            return p2, loglikes, True
+        if not accelerate or len(loglikes) >= max_iter:
+            params = p2
+            continue
+        base, r = params.flat(), p1.flat() - params.flat()
+        v = p2.flat() - 2.0 * p1.flat() + base
+        alpha = -torch.linalg.vector_norm(r) / torch.linalg.vector_norm(v).clamp_min(1e-300)
+        alpha = float(torch.clamp(alpha, max=-1.0))
+        params = p2
+        while alpha < -1.0 and len(loglikes) < max_iter:
+            jump = params.like(base - 2.0 * alpha * r + alpha * alpha * v)
+            ll_jump, p_next = step(jump)
+            if torch.isfinite(ll_jump) and float(ll_jump) > float(ll1):
+                loglikes.append(float(ll_jump))
+                params = p_next
+                break
+            alpha = (alpha - 1.0) / 2.0  # overshot: halve the distance to the plain EM point
+            if alpha > -1.01:
+                break
+    return params, loglikes, False
+
+
+# ---------------------------------------------------------------------- sufficient statistics
+def merge_moments(count, mean, scatter, X):
+    """Merge the rows of ``X`` into (count, mean, scatter) with the pairwise update of Chan et al.
+
+    ``scatter`` is sum (x - mean)(x - mean)^T. Exact up to rounding, in any order of chunks.
+    """
+    n_b = X.shape[0]
+    mean_b = X.mean(dim=0)
+    centred = X - mean_b
+    scatter_b = centred.T @ centred
+    if count == 0:
+        return n_b, mean_b, scatter_b
+    total = count + n_b
+    delta = mean_b - mean
+    mean_new = mean + delta * (n_b / total)
+    scatter_new = scatter + scatter_b + torch.outer(delta, delta) * (count * n_b / total)
+    return total, mean_new, scatter_new
+
+
+def ppca_from_eigen(eigvals, eigvecs, n_components, floor):
+    """Tipping & Bishop's closed form from eigenpairs of S (eigenvalues descending).
+
+    ``eigvals`` may be shorter than d (when taken from an SVD of n < d rows); the missing ones
+    are zero. Returns W (d, k) and the noise variance sigma2 (a 0-d tensor).
+    """
+    d = eigvecs.shape[0]
+    k = n_components
+    discarded = eigvals[k:].clamp_min(0).sum()
+    sigma2 = (discarded / (d - k)).clamp_min(floor)
+    scale = torch.sqrt((eigvals[:k] - sigma2).clamp_min(0))
+    return eigvecs[:, :k] * scale, sigma2
