@@ -4,6 +4,8 @@ Nothing here knows about estimators; the estimators call these helpers so that e
 resolves ``device="auto"``, casts input and seeds its randomness the same way.
 """
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
@@ -63,10 +65,16 @@ def fallback_device(device):
 
 
 def as_tensor(X, *, device, dtype):
-    """A tensor view or copy of ``X`` on ``device``; never writes to the caller's memory."""
+    """A tensor view or copy of ``X`` on ``device``; skvae never writes to the caller's memory.
+
+    A read-only array (a memory map, say) is viewed without a copy; torch warns that writing to
+    such a tensor is undefined, which is moot here, so that warning is silenced.
+    """
     if isinstance(X, torch.Tensor):
         return X.detach().to(device=device, dtype=dtype)
-    return torch.as_tensor(np.asarray(X), device=device).to(dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(np.asarray(X), device=device).to(dtype=dtype)
 
 
 def to_numpy(tensor, dtype=None):
