@@ -157,7 +157,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: object.__getstate__ returns the instance's own __dict__, which must not change.
+        state = dict(super().__getstate__())
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 state[key] = value.detach().cpu()

@@ -129,10 +129,14 @@ class BaseLinearGaussian(BaseLatentModel):
         params, loglikes = self._run_em(step, params, X.shape[0], floor)
         self._set_fitted(params.mu, params.W, params.psi, loglikes)
 
-    def _run_em(self, step, params, n_samples, floor):
-        params, loglikes, converged = gauss.run_em(
-            step, params, n=n_samples, max_iter=self.max_iter, tol=self.tol, floor=floor
+    def _run_em(self, step, params, n_samples, floor, loglikes=()):
+        """EM (SQUAREM-accelerated) after the iterations whose log-likelihoods are ``loglikes``."""
+        loglikes = list(loglikes)
+        params, more, converged = gauss.run_em(
+            step, params, n=n_samples, max_iter=self.max_iter - len(loglikes), tol=self.tol,
+            floor=floor,
         )
+        loglikes += more
         if not np.all(np.isfinite(loglikes)):
             raise ValueError(
                 f"EM produced a non-finite log-likelihood in {type(self).__name__}.fit; the data "

@@ -8,14 +8,21 @@ from . import _gaussian as gauss
 from ._base import BaseLinearGaussian
 
 
+_PROFILE_MAX_ITER = 200  # iterations of the exact-W phase before EM takes over
+_PROFILE_TOL = 1e-4  # per-sample gain below which EM (faster in the tail) takes over
+
+
 class FactorAnalysisEM(BaseLinearGaussian):
     """Factor analysis, fitted by EM on the sample covariance and accelerated by SQUAREM.
 
     The model is x = W z + mu + e with z ~ N(0, I_k) and e ~ N(0, diag(psi)), so
-    x ~ N(mu, W W^T + diag(psi)). The mean and covariance are computed once; each EM
-    iteration then costs O(d^2 k) whatever the number of rows. SQUAREM extrapolation
-    (Varadhan & Roland 2008), kept only when it raises the likelihood, closes the slow tail of
-    plain EM while ``loglike_`` stays non-decreasing. With NaN entries, EM runs over the gaps.
+    x ~ N(mu, W W^T + diag(psi)). The mean and covariance are computed once, so no iteration
+    touches the n rows again. From scikit-learn's start (psi = 1), a few iterations that
+    maximize over W exactly for the current psi (an eigendecomposition of the scaled covariance,
+    O(d^3)) find the basin; EM steps (Rubin & Thayer, O(d^2 k) each) accelerated by SQUAREM
+    extrapolation (Varadhan & Roland 2008) then close the slow tail. Every point kept raises
+    the likelihood, so ``loglike_`` never decreases. With NaN entries, EM runs over the gaps
+    from the PPCA solution of the mean-imputed data.
 
     Parameters
     ----------
@@ -24,9 +31,9 @@ class FactorAnalysisEM(BaseLinearGaussian):
         :class:`sklearn.decomposition.FactorAnalysis`.
 
     max_iter : int, default=1000
-        Maximum number of EM iterations (each evaluation of an EM step counts as one).
+        Maximum number of iterations, all phases together (each evaluation counts as one).
 
-    tol : float, default=1e-8
+    tol : float, default=1e-6
         EM stops when an iteration raises the mean log-likelihood per sample by less than tol.
 
     rotation : {"varimax", "quartimax"}, default=None
@@ -34,7 +41,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         ``components_`` and ``transform`` but not the likelihood or the covariance.
 
     noise_variance_init : array-like of shape (n_features,), default=None
-        Initial noise variances. None starts from the probabilistic PCA solution.
+        Initial noise variances. None means ones, as in scikit-learn's FactorAnalysis.
 
     device : str or torch.device, default="auto"
         Where the computation runs: "auto" (CUDA when available, else CPU), "cpu", "cuda",
@@ -102,7 +109,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         n_components=None,
         *,
         max_iter=1000,
-        tol=1e-8,
+        tol=1e-6,
         rotation=None,
         noise_variance_init=None,
         device="auto",
@@ -131,26 +138,39 @@ class FactorAnalysisEM(BaseLinearGaussian):
             )
         return self.n_components
 
-    def _initial_loadings(self, S):
-        W, psi = super()._initial_loadings(S)
+    def _initial_noise(self, n_features, like):
+        """``noise_variance_init`` as a tensor like ``like``, checked; None when not given."""
         if self.noise_variance_init is None:
-            return W, psi
+            return None
         init = np.asarray(self.noise_variance_init, dtype=np.float64)
-        if init.shape != (S.shape[0],) or not np.all(np.isfinite(init)) or np.any(init <= 0):
+        if init.shape != (n_features,) or not np.all(np.isfinite(init)) or np.any(init <= 0):
             raise ValueError(
-                f"noise_variance_init must hold n_features={S.shape[0]} positive finite values; "
+                f"noise_variance_init must hold n_features={n_features} positive finite values; "
                 f"got shape {init.shape}. Pass one variance per feature, or None."
             )
-        return W, torch.as_tensor(init, device=S.device, dtype=S.dtype)
+        return torch.as_tensor(init, device=like.device, dtype=like.dtype)
+
+    def _initial_loadings(self, S):
+        W, psi = super()._initial_loadings(S)
+        init = self._initial_noise(S.shape[0], S)
+        return (W, psi) if init is None else (W, init)
 
     def _fit_complete(self, n_samples, mean, S, X):
-        W, psi = self._initial_loadings(S)
         floor = self._noise_floor()
+        psi = self._initial_noise(S.shape[0], S)
+        if psi is None:  # scikit-learn's start, so both land in the same basin
+            psi = torch.ones(S.shape[0], dtype=S.dtype, device=S.device)
+        W, psi, loglikes = gauss.profile_iterations(
+            S, n_samples, psi.clamp_min(floor), self.n_components_, floor=floor,
+            max_iter=min(_PROFILE_MAX_ITER, self.max_iter - 1), tol=_PROFILE_TOL,
+        )
 
         def step(p):
             return gauss.em_step_stats(S, n_samples, p, isotropic=False, floor=floor)
 
-        params, loglikes = self._run_em(step, gauss.Params(W, psi, mean), n_samples, floor)
+        # EM's first evaluation is at the profile's last point: record that point once.
+        params = gauss.Params(W, psi, mean)
+        params, loglikes = self._run_em(step, params, n_samples, floor, loglikes[:-1])
         return params.W, params.psi, loglikes
 
     def _after_fit(self, W, psi):

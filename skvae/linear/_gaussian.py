@@ -208,7 +208,11 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor):
         params = p2
         while alpha < -1.0 and len(loglikes) < max_iter:
             jump = params.like(base - 2.0 * alpha * r + alpha * alpha * v)
-            ll_jump, p_next = step(jump)
+            jump.psi = jump.psi.clamp_min(floor)
+            try:
+                ll_jump, p_next = step(jump)
+            except torch.linalg.LinAlgError:  # the jump left the region where A factorizes
+                ll_jump = torch.tensor(float("nan"))
             if torch.isfinite(ll_jump) and float(ll_jump) > float(ll1):
                 loglikes.append(float(ll_jump))
                 params = p_next
@@ -217,6 +221,41 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor):
             if alpha > -1.01:
                 break
     return params, loglikes, False
+
+
+def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
+    """Factor analysis iterations that maximize over W exactly for the current Psi.
+
+    Given Psi, the best W is Psi^1/2 U_k (L_k - I)^1/2 with (L, U) the eigenpairs of
+    Psi^-1/2 S Psi^-1/2; Psi then becomes diag(S - W W^T), floored. This is the fixed point
+    iteration of scikit-learn's FactorAnalysis, done on the d x d covariance instead of the
+    data. It moves fast from a poor start but is not guaranteed to be monotone, so it stops at
+    the first decrease (keeping the best point), or when a step gains less than ``tol`` per
+    sample. Returns W, Psi and the log-likelihoods of the points kept.
+    """
+    d = S.shape[0]
+    diag = torch.diagonal(S)
+    loglikes, best = [], None
+    for _ in range(max_iter):
+        root = torch.sqrt(psi)
+        eigvals, eigvecs = torch.linalg.eigh(S / root[:, None] / root[None, :])
+        eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
+        kept = eigvals[:k].clamp_min(1.0)
+        # log|C| = sum log psi + sum log kept; tr(C^-1 S) = sum eig/kept + the discarded eig
+        loglik = -0.5 * n * (
+            d * LOG_2PI + torch.log(psi).sum() + torch.log(kept).sum()
+            + (eigvals[:k] / kept).sum() + eigvals[k:].sum()
+        )
+        loglik = float(loglik)
+        if loglikes and not loglik > loglikes[-1]:
+            break
+        W = root[:, None] * eigvecs[:, :k] * torch.sqrt(kept - 1.0)
+        loglikes.append(loglik)
+        best = (W, psi)
+        if len(loglikes) > 1 and loglikes[-1] - loglikes[-2] < tol * n:
+            break
+        psi = (diag - (W * W).sum(dim=1)).clamp_min(floor)
+    return best[0], best[1], loglikes
 
 
 # ---------------------------------------------------------------------- sufficient statistics

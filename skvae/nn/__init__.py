@@ -1,0 +1,32 @@
+"""Torch building blocks of the VAEs: networks, likelihoods, bounds, training loop.
+
+This layer sees only tensors and never imports scikit-learn.
+"""
+
+from ._bounds import (
+    elbo,
+    importance_weighted,
+    kl_standard_normal,
+    log_diag_normal,
+    log_standard_normal,
+    monte_carlo_bounds,
+)
+from ._engine import TrainingHistory, kl_weight, train_epochs
+from ._likelihoods import BernoulliLikelihood, GaussianLikelihood
+from ._modules import ACTIVATIONS, VAEModule
+
+__all__ = [
+    "ACTIVATIONS",
+    "BernoulliLikelihood",
+    "GaussianLikelihood",
+    "TrainingHistory",
+    "VAEModule",
+    "elbo",
+    "importance_weighted",
+    "kl_standard_normal",
+    "kl_weight",
+    "log_diag_normal",
+    "log_standard_normal",
+    "monte_carlo_bounds",
+    "train_epochs",
+]

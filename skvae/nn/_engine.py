@@ -1,0 +1,174 @@
+"""The minibatch training loop shared by every VAE: Adam, KL warm-up, early stopping, NaN guard.
+
+The data live on the device as one tensor; an epoch is one pass over a permutation drawn from
+the caller's generator, each minibatch an ``index_select`` of it. The only host<->device sync
+per epoch is reading the epoch's loss, which is also when a non-finite loss is detected.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ._bounds import elbo, mean_elbo
+
+
+def kl_weight(epoch, beta, warmup):
+    """Weight of the KL term in epoch ``epoch`` (counted from 0).
+
+    Rises linearly from 0 at epoch 0 to ``beta`` at epoch ``warmup`` and stays there;
+    ``warmup=0`` means ``beta`` from the start.
+    """
+    if warmup <= 0:
+        return float(beta)
+    return float(beta) * min(1.0, epoch / warmup)
+
+
+def make_optimizer(parameters, learning_rate):
+    """Adam with the fused kernel where torch has one for these tensors, else ``foreach``."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
+
+
+def snapshot(module):
+    """A detached copy of the module's parameters and buffers."""
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+@dataclass
+class TrainingHistory:
+    """What the loop remembers between calls (fit, warm start, partial_fit).
+
+    ``n_epochs`` is the warm-up clock; ``loss_curve`` holds the training loss (negative
+    beta-ELBO per row, at the epoch's KL weight); ``validation_scores`` the mean validation
+    ELBO (beta = 1) per epoch, or None without a validation set.
+    """
+
+    loss_curve: list = field(default_factory=list)
+    validation_scores: list = None
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    no_improvement_count: int = 0
+    n_epochs: int = 0
+    best_state: dict = None
+
+
+@dataclass
+class TrainingResult:
+    """How a call of :func:`train_epochs` ended: "converged", "max_iter" or "diverged"."""
+
+    status: str
+    epochs_run: int
+    diverged_at: int = None
+
+
+def _epoch(module, optimizer, X, generator, batch_size, weight):
+    n = X.shape[0]
+    k = module.n_components
+    order = torch.randperm(n, generator=generator, device=X.device)
+    total = torch.zeros((), dtype=X.dtype, device=X.device)
+    for start in range(0, n, batch_size):
+        x = X.index_select(0, order[start : start + batch_size])
+        mean, logvar = module.encode(x)
+        eps = torch.randn(
+            (x.shape[0], k), generator=generator, device=X.device, dtype=X.dtype
+        )
+        loss = -elbo(x, mean, logvar, eps, module.decode, module.likelihood, weight).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total = total + loss.detach() * x.shape[0]
+    return float(total) / n
+
+
+def train_epochs(
+    module,
+    optimizer,
+    X,
+    *,
+    generator,
+    batch_size,
+    max_epochs,
+    beta,
+    kl_warmup,
+    history,
+    X_val=None,
+    tol=0.0,
+    n_iter_no_change=None,
+    verbose=0,
+    print_fn=print,
+):
+    """Train ``module`` on ``X`` for up to ``max_epochs`` epochs, updating ``history``.
+
+    Stopping: once the KL weight has reached ``beta``, an epoch that does not improve the best
+    validation ELBO by more than ``tol`` (or, without ``X_val``, the best training loss by more
+    than ``tol``) counts as no improvement; ``n_iter_no_change`` of them in a row end training
+    ("converged"). With ``X_val`` the best weights are restored at the end.
+
+    A non-finite loss or validation score is detected at the end of the epoch it appears in:
+    the weights of the best validation epoch, else of the last finite epoch, are restored and
+    the call returns "diverged". If no finite epoch exists to go back to, ``FloatingPointError``
+    is raised (the caller turns it into a clear error). Returns a :class:`TrainingResult`.
+    """
+    batch_size = max(1, min(int(batch_size), X.shape[0]))
+    val_eps = None
+    if X_val is not None:
+        if history.validation_scores is None:
+            history.validation_scores = []
+        val_eps = torch.randn(
+            (X_val.shape[0], module.n_components),
+            generator=generator,
+            device=X_val.device,
+            dtype=X_val.dtype,
+        )
+    has_finite_epoch = len(history.loss_curve) > 0
+    for run in range(max_epochs):
+        epoch = history.n_epochs
+        weight = kl_weight(epoch, beta, kl_warmup)
+        last_finite = snapshot(module) if has_finite_epoch else None
+        started = time.perf_counter()
+        module.train()
+        loss = _epoch(module, optimizer, X, generator, batch_size, weight)
+        score = None
+        if X_val is not None and math.isfinite(loss):
+            with torch.no_grad():
+                score = float(mean_elbo(module, X_val, val_eps))
+        if not math.isfinite(loss) or (score is not None and not math.isfinite(score)):
+            restore = history.best_state if history.best_state is not None else last_finite
+            if restore is None:
+                raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}")
+            module.load_state_dict(restore)
+            return TrainingResult("diverged", run, diverged_at=epoch + 1)
+        has_finite_epoch = True
+        history.n_epochs += 1
+        history.loss_curve.append(loss)
+        if score is not None:
+            history.validation_scores.append(score)
+        if verbose:
+            shown = "" if score is None else f", validation ELBO = {score:.6g}"
+            print_fn(
+                f"Epoch {history.n_epochs}, loss = {loss:.6g}{shown}, "
+                f"{time.perf_counter() - started:.2f} s"
+            )
+        if n_iter_no_change is None or epoch + 1 < kl_warmup:
+            continue  # the objective is still changing under the warm-up: nothing to compare
+        if score is not None:
+            improved = score > history.best_validation_score + tol
+            if score > history.best_validation_score:
+                history.best_validation_score = score
+                history.best_state = snapshot(module)
+        else:
+            improved = loss < history.best_loss - tol
+        history.best_loss = min(history.best_loss, loss)
+        history.no_improvement_count = 0 if improved else history.no_improvement_count + 1
+        if history.no_improvement_count >= n_iter_no_change:
+            if history.best_state is not None:
+                module.load_state_dict(history.best_state)
+            return TrainingResult("converged", run + 1)
+    if history.best_state is not None:
+        module.load_state_dict(history.best_state)
+    return TrainingResult("max_iter", max_epochs)

@@ -1,0 +1,6 @@
+"""Variational autoencoders as scikit-learn estimators."""
+
+from ._bernoulli import BernoulliVAE
+from ._gaussian import GaussianVAE
+
+__all__ = ["BernoulliVAE", "GaussianVAE"]

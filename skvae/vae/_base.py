@@ -1,0 +1,511 @@
+"""What every VAE estimator shares: parameters, fitting, inference, scoring, sampling, pickling.
+
+Subclasses choose the likelihood (``_likelihood_spec`` / ``_make_likelihood``), may restrict
+the data (``_check_values``) and add fitted attributes (``_after_fit``).
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.validation import check_is_fitted
+
+from .._backend import seed_from, to_numpy
+from .._base import BaseLatentModel
+from .._compat import Interval, StrOptions, _fit_context
+from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
+from ..nn._engine import make_optimizer
+
+# Rows of the aggregated posterior kept for sample(latent="aggregated_posterior").
+_MAX_STORED_CODES = 100_000
+# Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
+_INFERENCE_BUDGET = 2**22
+_SEED_MODULUS = 2**62
+
+
+def _output_dtype(X):
+    """numpy dtype of the caller's input: float32 stays float32, anything else gives float64."""
+    if isinstance(X, torch.Tensor):
+        return np.float32 if X.dtype == torch.float32 else np.float64
+    dtypes = getattr(X, "dtypes", None)  # pandas DataFrame
+    if dtypes is not None:
+        try:
+            kinds = {np.dtype(d) for d in dtypes}
+        except TypeError:
+            return np.float64
+        return np.float32 if kinds == {np.dtype(np.float32)} else np.float64
+    dtype = getattr(X, "dtype", None)
+    return np.float32 if dtype == np.float32 else np.float64
+
+
+def _standardization(X):
+    """Per-feature mean and std of X; a (numerically) constant feature gets scale 1."""
+    mean = X.mean(dim=0)
+    std = torch.sqrt(((X - mean) ** 2).mean(dim=0))
+    constant = std <= 100 * torch.finfo(X.dtype).eps * mean.abs() + torch.finfo(X.dtype).tiny
+    return mean, torch.where(constant, torch.ones_like(std), std)
+
+
+class BaseVAE(BaseLatentModel):
+    """Base class of the VAE estimators (not public)."""
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "kl_warmup": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Computation runs in self.dtype; outputs are cast back to the input's float type.
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _likelihood_spec(self):
+        """Plain-Python settings of the likelihood, stored with the fitted network."""
+        return {}
+
+    def _make_likelihood(self, n_features, spec):
+        raise NotImplementedError
+
+    def _check_values(self, X):
+        """Raise if the values of X are outside what the likelihood models."""
+
+    def _after_fit(self):
+        """Set likelihood-specific fitted attributes."""
+
+    # ------------------------------------------------------------------ validation
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, Integral) or s < 1]
+        if bad:
+            raise ValueError(
+                f"hidden_layer_sizes={self.hidden_layer_sizes!r} must hold positive integers, "
+                f"but has {bad}. Use e.g. hidden_layer_sizes=(256, 128), or () for linear "
+                "encoder and decoder."
+            )
+        return tuple(int(s) for s in sizes)
+
+    def _module_spec_for(self, n_features):
+        return {
+            "n_features": int(n_features),
+            "n_components": int(self.n_components),
+            "hidden_layer_sizes": self._hidden_sizes(),
+            "activation": self.activation,
+            "likelihood": self._likelihood_spec(),
+        }
+
+    def _build_module(self, spec):
+        likelihood = self._make_likelihood(spec["n_features"], spec["likelihood"])
+        module = VAEModule(
+            spec["n_features"],
+            spec["n_components"],
+            spec["hidden_layer_sizes"],
+            spec["activation"],
+            likelihood,
+        )
+        return module.to(device=self._device, dtype=self._dtype)
+
+    def _split_validation(self, X, generator):
+        n = X.shape[0]
+        n_val = int(np.ceil(self.validation_fraction * n))
+        if n_val < 1 or n - n_val < 1:
+            raise ValueError(
+                f"early_stopping=True with validation_fraction={self.validation_fraction} "
+                f"leaves {n_val} validation and {n - n_val} training rows out of "
+                f"n_samples={n}; both need at least one. Pass more rows, change "
+                "validation_fraction, or set early_stopping=False."
+            )
+        order = torch.randperm(n, generator=generator, device=X.device)
+        return X.index_select(0, order[n_val:]), X.index_select(0, order[:n_val])
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the model to ``X`` by maximizing the beta-ELBO with Adam.
+
+        With ``warm_start=True`` and a fitted model, training continues from the current
+        weights for up to ``max_iter`` more epochs.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Training data. A CUDA tensor is used where it lies, without a copy to the host.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Train for one epoch over the rows of ``X``, starting from the current weights.
+
+        The first call initializes the model (and the input standardization) from ``X``;
+        later calls continue with the same optimizer state, so data that arrive in chunks can
+        be learned. ``early_stopping`` does not apply here.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            A chunk of training data.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, incremental=True)
+
+    def _fit(self, X, *, incremental):
+        fitted = hasattr(self, "module_")
+        fresh = not fitted or not (incremental or self.warm_start)
+        X = self._check_input(X, reset=fresh)
+        self._check_values(X)
+        spec = self._module_spec_for(X.shape[1])
+        if not fresh and spec != self._module_spec:
+            if incremental:
+                raise ValueError(
+                    f"partial_fit cannot continue: the architecture parameters of this "
+                    f"{type(self).__name__} changed since it was fitted ({self._module_spec} -> "
+                    f"{spec}). Call fit to start a new model, or restore the parameters."
+                )
+            fresh = True
+            X = self._check_input(X, reset=True)
+
+        if fresh:
+            seed = seed_from(self.random_state)
+            generator = torch.Generator(device=self._device).manual_seed(seed)
+            X_train, X_val = X, None
+            if self.early_stopping:
+                X_train, X_val = self._split_validation(X, generator)
+            module = self._build_module(spec)
+            module.set_standardization(*_standardization(X_train))
+            module.reset_parameters(generator, X_train)
+            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            history = TrainingHistory()
+        else:
+            seed = self._seed
+            generator = torch.Generator(device=self._device).manual_seed(
+                (seed * 1_000_003 + 7919 * self._history.n_epochs + 1) % _SEED_MODULUS
+            )
+            module, optimizer, history = self.module_, self._optimizer, self._history
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate_init
+            X_train, X_val = X, None
+            if self.early_stopping and not incremental:
+                X_train, X_val = self._split_validation(X, generator)
+            history.no_improvement_count = 0
+            history.best_loss = np.inf
+            history.best_validation_score = -np.inf
+            history.best_state = None
+
+        try:
+            result = train_epochs(
+                module,
+                optimizer,
+                X_train,
+                generator=generator,
+                batch_size=self.batch_size,
+                max_epochs=1 if incremental else self.max_iter,
+                beta=self.beta,
+                kl_warmup=self.kl_warmup,
+                history=history,
+                X_val=X_val,
+                tol=self.tol,
+                n_iter_no_change=None if incremental else self.n_iter_no_change,
+                verbose=self.verbose,
+            )
+        except FloatingPointError:
+            raise ValueError(
+                f"{type(self).__name__} produced a non-finite loss in its first epoch, so no "
+                "finite weights exist to keep. The data may hold huge values: scale X (e.g. "
+                f"with sklearn.preprocessing.StandardScaler) or lower learning_rate_init="
+                f"{self.learning_rate_init}."
+            ) from None
+
+        if result.status == "diverged":
+            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            warnings.warn(
+                f"{type(self).__name__}: the training loss became non-finite in epoch "
+                f"{result.diverged_at}; training stopped and the best finite weights were "
+                f"restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
+                ConvergenceWarning,
+            )
+        elif result.status == "max_iter" and not incremental:
+            warnings.warn(
+                f"{type(self).__name__}: maximum iterations (max_iter={self.max_iter} epochs) "
+                "reached and the optimization hasn't converged yet. Increase max_iter, or "
+                "raise tol.",
+                ConvergenceWarning,
+            )
+
+        self.module_ = module
+        self._optimizer = optimizer
+        self._history = history
+        self._module_spec = spec
+        if fresh:
+            self._seed = seed
+        self.n_components_ = spec["n_components"]
+        self.n_iter_ = history.n_epochs
+        self.loss_curve_ = list(history.loss_curve)
+        self.best_loss_ = float(min(history.loss_curve))
+        if history.validation_scores is None:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+        else:
+            self.validation_scores_ = list(history.validation_scores)
+            self.best_validation_score_ = float(max(history.validation_scores))
+        self._store_codes(X_train, append=incremental and not fresh)
+        self._after_fit()
+        return self
+
+    def _store_codes(self, X, *, append):
+        """Keep q(z | x) of the training rows for sampling from the aggregated posterior."""
+        with torch.no_grad():
+            mean, logvar = self._encode(X)
+        if append:
+            mean = torch.cat([self._code_mean, mean])[-_MAX_STORED_CODES:]
+            logvar = torch.cat([self._code_logvar, logvar])[-_MAX_STORED_CODES:]
+        else:
+            mean, logvar = mean[-_MAX_STORED_CODES:], logvar[-_MAX_STORED_CODES:]
+        self._code_mean, self._code_logvar = mean.clone(), logvar.clone()
+
+    # ------------------------------------------------------------------ inference
+    def _rows_per_chunk(self):
+        return max(1, _INFERENCE_BUDGET // self.module_.widest())
+
+    def _encode(self, X):
+        rows = self._rows_per_chunk()
+        parts = [self.module_.encode(X[i : i + rows]) for i in range(0, X.shape[0], rows)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _decode_mean(self, Z):
+        rows = self._rows_per_chunk()
+        module = self.module_
+        parts = [
+            module.likelihood.mean(module.decode(Z[i : i + rows]))
+            for i in range(0, Z.shape[0], rows)
+        ]
+        return torch.cat(parts)
+
+    def _validated(self, X):
+        check_is_fitted(self)
+        X = self._check_input(X, reset=False)
+        self._check_values(X)
+        return X
+
+    def transform(self, X, return_std=False):
+        """Mean of the approximate posterior q(z | x) of each row.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data to encode.
+        return_std : bool, default=False
+            Also return the standard deviations of q(z | x).
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            Posterior means, in the float type of ``X`` (float64 unless X is float32).
+        Z_std : ndarray of shape (n_samples, n_components)
+            Posterior standard deviations, only when ``return_std=True``.
+        """
+        out = _output_dtype(X)
+        X = self._validated(X)
+        with torch.inference_mode():
+            mean, logvar = self._encode(X)
+            std = torch.exp(0.5 * logvar)
+        if return_std:
+            return to_numpy(mean, out), to_numpy(std, out)
+        return to_numpy(mean, out)
+
+    def inverse_transform(self, Z):
+        """Decoded mean E[x | z] of latent codes.
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, n_components)
+            Latent codes, e.g. the output of :meth:`transform`.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            The decoder's mean (probabilities for a Bernoulli likelihood).
+        """
+        check_is_fitted(self)
+        out = _output_dtype(Z)
+        Z = self._check_latent(Z)
+        with torch.inference_mode():
+            return to_numpy(self._decode_mean(Z), out)
+
+    def _bounds(self, X):
+        X = self._validated(X)
+        generator = torch.Generator(device=self._device).manual_seed(
+            (self._seed * 1_000_003 + 104_729) % _SEED_MODULUS
+        )
+        eps = torch.randn(
+            (self.n_importance_samples, self.n_components_),
+            generator=generator,
+            device=self._device,
+            dtype=self._dtype,
+        )
+        with torch.inference_mode():
+            return monte_carlo_bounds(self.module_, X, eps)
+
+    def score_samples(self, X):
+        """Importance-weighted estimate of log p(x) for each row, in nats.
+
+        log p(x) ~= logsumexp_k [log p(x | z_k) + log p(z_k) - log q(z_k | x)] - log K with
+        K = ``n_importance_samples`` draws z_k ~ q(z | x). It is a lower bound of log p(x) in
+        expectation, tightening as K grows. The draws come from a generator seeded when the
+        model was fitted and are shared by all rows, so repeated calls agree and a row's
+        value does not depend on the other rows passed with it.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_samples,)
+            Estimated log p(x) per row (float64). ``-score_samples`` is an outlier score.
+        """
+        iw, _ = self._bounds(X)
+        return to_numpy(iw, np.float64)
+
+    def elbo_samples(self, X):
+        """Evidence lower bound (ELBO, beta = 1) of each row, in nats.
+
+        Estimated with the same ``n_importance_samples`` draws as :meth:`score_samples` (the
+        mean of the log importance weights instead of their log-mean-exp), so for every row
+        ``elbo_samples(X) <= score_samples(X)``.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+
+        Returns
+        -------
+        elbo : ndarray of shape (n_samples,)
+            ELBO per row (float64).
+        """
+        _, lower = self._bounds(X)
+        return to_numpy(lower, np.float64)
+
+    def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior"):
+        """Generate rows by ancestral sampling: z, then x ~ p(x | z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows to generate.
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws; None uses the estimator's ``random_state``.
+        return_mean : bool, default=False
+            Return the decoded mean E[x | z] instead of a draw from p(x | z).
+        latent : {"prior", "aggregated_posterior"}, default="prior"
+            Where z comes from: the prior N(0, I), or the aggregated posterior of the training
+            data (pick a training row at random, then z ~ q(z | x_row)), which follows the
+            data more closely when q does not match the prior.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Generated rows (float64).
+        """
+        check_is_fitted(self)
+        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"n_samples={n_samples!r} must be a positive integer.")
+        if latent not in ("prior", "aggregated_posterior"):
+            raise ValueError(
+                f"latent={latent!r} must be 'prior' or 'aggregated_posterior'."
+            )
+        seed = seed_from(self.random_state if random_state is None else random_state)
+        generator = torch.Generator(device=self._device).manual_seed(seed)
+        options = {"generator": generator, "device": self._device, "dtype": self._dtype}
+        with torch.inference_mode():
+            z = torch.randn((n_samples, self.n_components_), **options)
+            if latent == "aggregated_posterior":
+                rows = torch.randint(
+                    self._code_mean.shape[0], (n_samples,), generator=generator,
+                    device=self._device,
+                )
+                std = torch.exp(0.5 * self._code_logvar[rows])
+                z = self._code_mean[rows] + std * z
+            params = self.module_.decode(z)
+            likelihood = self.module_.likelihood
+            X = likelihood.mean(params) if return_mean else likelihood.sample(params, generator)
+        return to_numpy(X, np.float64)
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        module = state.get("module_")
+        if isinstance(module, torch.nn.Module):
+            state["module_"] = {
+                "spec": state["_module_spec"],
+                "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+            }
+        optimizer = state.get("_optimizer")
+        if isinstance(optimizer, torch.optim.Optimizer):
+            state["_optimizer"] = _to_cpu(optimizer.state_dict())
+        history = state.get("_history")
+        if history is not None and history.best_state is not None:
+            state["_history"] = TrainingHistory(**{**vars(history), "best_state": None})
+        return state
+
+    def _restore_device(self):
+        packed = self.__dict__.get("module_")
+        if isinstance(packed, dict):
+            module = self._build_module(packed["spec"])
+            module.load_state_dict(packed["state_dict"])
+            self.module_ = module
+            optimizer_state = self.__dict__.get("_optimizer")
+            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            if isinstance(optimizer_state, dict):
+                optimizer.load_state_dict(optimizer_state)
+            self._optimizer = optimizer
+        for name in ("_code_mean", "_code_logvar"):
+            value = self.__dict__.get(name)
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(self._device))
+
+
+def _to_cpu(value):
+    """A copy of a (nested) optimizer state dict with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value

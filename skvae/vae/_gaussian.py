@@ -1,0 +1,231 @@
+"""Variational autoencoder with a Gaussian decoder, for real-valued data."""
+
+from numbers import Real
+
+import numpy as np
+
+from .._backend import to_numpy
+from .._compat import Interval, StrOptions
+from ..nn import GaussianLikelihood
+from ._base import BaseVAE
+
+
+class GaussianVAE(BaseVAE):
+    """Variational autoencoder with a Gaussian decoder: a nonlinear probabilistic PCA.
+
+    The model is z ~ N(0, I), x | z ~ N(f(z), diag s(z)) with an MLP decoder f; an MLP
+    encoder gives the approximate posterior q(z | x) = N(m(x), diag v(x)). Both are trained
+    together by maximizing the beta-ELBO with Adam on minibatches. ``score_samples`` returns an
+    importance-weighted estimate of log p(x), a real log-density in nats, so the model can be
+    compared with :class:`~skvae.PPCA` or selected by ``GridSearchCV``.
+
+    Parameters
+    ----------
+    n_components : int, default=8
+        Number of latent dimensions.
+
+    hidden_layer_sizes : tuple of int, default=(256, 128)
+        Widths of the encoder's hidden layers; the decoder mirrors them. ``()`` gives a linear
+        encoder and decoder.
+
+    activation : {"relu", "tanh", "logistic", "identity"}, default="relu"
+        Nonlinearity between hidden layers.
+
+    decoder_variance : {"feature", "sample"} or float, default="feature"
+        Variance of x given z: "feature" learns one variance per feature, "sample" lets the
+        decoder predict a variance for every row and feature (heteroscedastic), a positive
+        float fixes it (in the units of X).
+
+    variance_floor : float, default=1e-4
+        Smallest learned variance, as a fraction of each feature's training variance, so a
+        nearly constant feature cannot drive the likelihood to infinity.
+
+    beta : float, default=1.0
+        Weight of the KL term in the training objective (beta-VAE). ``beta=1`` maximizes the
+        evidence lower bound; larger values favour a more regular latent space.
+
+    kl_warmup : int, default=0
+        Number of epochs over which the KL weight rises linearly from 0 to ``beta``. Early
+        stopping only starts counting once the warm-up is over.
+
+    learning_rate_init : float, default=1e-3
+        Learning rate of Adam.
+
+    batch_size : int, default=128
+        Minibatch size (clipped to the number of training rows).
+
+    max_iter : int, default=200
+        Maximum number of epochs (passes over the training rows).
+
+    tol : float, default=1e-4
+        Smallest improvement, in nats per row, of the training loss (or of the validation
+        ELBO with ``early_stopping``) that resets the no-improvement counter.
+
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when the validation ELBO has not
+        improved for ``n_iter_no_change`` epochs and keep the weights of its best epoch.
+
+    validation_fraction : float, default=0.1
+        Fraction of the rows held out for early stopping.
+
+    n_iter_no_change : int, default=10
+        Number of epochs without improvement after which training stops.
+
+    n_importance_samples : int, default=100
+        Number K of draws from q(z | x) in :meth:`score_samples` and :meth:`elbo_samples`.
+
+    warm_start : bool, default=False
+        When True, ``fit`` continues from the weights of the previous fit instead of
+        starting afresh (if the architecture parameters are unchanged).
+
+    device : str or torch.device, default="auto"
+        Where the computation runs: "auto" (CUDA when available, else CPU), "cpu", "cuda",
+        "cuda:N" or a torch.device.
+
+    dtype : {"float32", "float64"}, default="float32"
+        Floating point type of the networks. Outputs follow the float type of the input.
+
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialization, the validation split, the shuffling and the noise of the
+        training, the importance draws of :meth:`score_samples` and the default draws of
+        :meth:`sample`. An int gives the same fitted model, bit for bit, on the CPU.
+
+    verbose : int, default=0
+        With 1 or more, print one line per epoch: epoch, training loss, validation ELBO
+        (with early stopping) and seconds.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The fitted encoder, decoder and likelihood.
+    n_components_ : int
+        Number of latent dimensions.
+    n_iter_ : int
+        Number of epochs run (counting every ``partial_fit`` and warm-started ``fit``).
+    loss_curve_ : list of float
+        Training loss per epoch: the negative beta-ELBO per row at that epoch's KL weight.
+    best_loss_ : float
+        Smallest value of ``loss_curve_``.
+    validation_scores_ : list of float or None
+        Validation ELBO per row, per epoch (with ``early_stopping``), else None.
+    best_validation_score_ : float or None
+        Best of ``validation_scores_``, else None.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when X has string column names.
+    noise_variance_ : ndarray of shape (n_features,) or None
+        Decoder variance per feature, in the units of X (None with
+        ``decoder_variance="sample"``, where it varies with z).
+
+    See Also
+    --------
+    BernoulliVAE : The same model for binary or [0, 1] data.
+    PPCA : The linear Gaussian model with an exact likelihood.
+
+    Notes
+    -----
+    The networks see standardized data: the encoder's input and the decoder's output are
+    scaled by the mean and standard deviation of each training feature (computed at the first
+    ``fit`` / ``partial_fit``); ``score_samples`` includes the Jacobian of that scaling, so it
+    is the log-density of X in its own units. A feature that is constant in the training data
+    keeps scale 1.
+
+    ``score_samples`` and ``elbo_samples`` are Monte Carlo estimates with
+    ``n_importance_samples`` draws that are fixed when the model is fitted: two calls agree,
+    and their value for a row does not depend on the other rows.
+
+    References
+    ----------
+    D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014.
+
+    Y. Burda, R. Grosse and R. Salakhutdinov, "Importance weighted autoencoders", ICLR 2016.
+
+    I. Higgins et al., "beta-VAE: learning basic visual concepts with a constrained
+    variational framework", ICLR 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skvae import GaussianVAE
+    >>> X = np.random.RandomState(0).normal(size=(200, 5))
+    >>> model = GaussianVAE(n_components=2, hidden_layer_sizes=(16,), max_iter=5,
+    ...                     device="cpu", random_state=0).fit(X)
+    >>> model.transform(X).shape
+    (200, 2)
+    >>> model.sample(3, random_state=0).shape
+    (3, 5)
+    >>> bool(np.all(model.elbo_samples(X) <= model.score_samples(X)))
+    True
+    """
+
+    _parameter_constraints = {
+        **BaseVAE._parameter_constraints,
+        "decoder_variance": [
+            StrOptions({"feature", "sample"}),
+            Interval(Real, 0, None, closed="neither"),
+        ],
+        "variance_floor": [Interval(Real, 0, None, closed="neither")],
+    }
+
+    def __init__(
+        self,
+        n_components=8,
+        *,
+        hidden_layer_sizes=(256, 128),
+        activation="relu",
+        decoder_variance="feature",
+        variance_floor=1e-4,
+        beta=1.0,
+        kl_warmup=0,
+        learning_rate_init=1e-3,
+        batch_size=128,
+        max_iter=200,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        n_importance_samples=100,
+        warm_start=False,
+        device="auto",
+        dtype="float32",
+        random_state=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.decoder_variance = decoder_variance
+        self.variance_floor = variance_floor
+        self.beta = beta
+        self.kl_warmup = kl_warmup
+        self.learning_rate_init = learning_rate_init
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.n_importance_samples = n_importance_samples
+        self.warm_start = warm_start
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _likelihood_spec(self):
+        variance = self.decoder_variance
+        return {
+            "variance": variance if isinstance(variance, str) else float(variance),
+            "floor": float(self.variance_floor),
+        }
+
+    def _make_likelihood(self, n_features, spec):
+        return GaussianLikelihood(n_features, variance=spec["variance"], floor=spec["floor"])
+
+    def _after_fit(self):
+        likelihood = self.module_.likelihood
+        if likelihood.variance_mode == "sample":
+            self.noise_variance_ = None
+        else:
+            self.noise_variance_ = to_numpy(likelihood.variance().detach(), np.float64)
