@@ -33,7 +33,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
     max_iter : int, default=1000
         Maximum number of iterations, all phases together (each evaluation counts as one).
 
-    tol : float, default=1e-6
+    tol : float, default=1e-5
         EM stops when an iteration raises the mean log-likelihood per sample by less than tol.
 
     rotation : {"varimax", "quartimax"}, default=None
@@ -109,7 +109,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         n_components=None,
         *,
         max_iter=1000,
-        tol=1e-6,
+        tol=1e-5,
         rotation=None,
         noise_variance_init=None,
         device="auto",

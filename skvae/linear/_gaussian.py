@@ -182,7 +182,7 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor):
     extrapolated point is taken along it (noise variances on the log scale, so they stay
     positive), and it is kept only if its log-likelihood beats the last plain step, so the recorded log-likelihoods never decrease. Each call of ``step`` counts
     as one iteration. Stops when a plain EM step raises the mean log-likelihood per sample by
-    less than ``tol``.
+    less than ``tol``, or when a step lowers it (possible only by rounding, at the optimum).
 
     Returns ``(params, loglikes, converged)``: the parameters after the last step and the
     log-likelihoods (totals) of every accepted point, in order.
@@ -191,10 +191,14 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor):
     threshold = tol * n
     while len(loglikes) < max_iter:
         ll0, p1 = step(params)
+        if loglikes and float(ll0) < loglikes[-1]:
+            return params, loglikes, True  # no progress left above rounding noise
         loglikes.append(float(ll0))
         if len(loglikes) >= max_iter:
             return p1, loglikes, False
         ll1, p2 = step(p1)
+        if float(ll1) < float(ll0):
+            return p1, loglikes, True
         loglikes.append(float(ll1))
         if float(ll1) - float(ll0) < threshold:
             return p2, loglikes, True

@@ -35,7 +35,7 @@ class PPCA(BaseLinearGaussian):
     max_iter : int, default=1000
         Maximum number of EM iterations (solver "em", or NaN in X).
 
-    tol : float, default=1e-8
+    tol : float, default=1e-5
         EM stops when an iteration raises the mean log-likelihood per sample by less than tol.
 
     device : str or torch.device, default="auto"
@@ -118,7 +118,7 @@ class PPCA(BaseLinearGaussian):
         *,
         solver="auto",
         max_iter=1000,
-        tol=1e-8,
+        tol=1e-5,
         device="auto",
         dtype="float64",
         random_state=None,

@@ -9,6 +9,7 @@ from ._bounds import (
     kl_standard_normal,
     log_diag_normal,
     log_standard_normal,
+    log_weights,
     monte_carlo_bounds,
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
@@ -27,6 +28,7 @@ __all__ = [
     "kl_weight",
     "log_diag_normal",
     "log_standard_normal",
+    "log_weights",
     "monte_carlo_bounds",
     "train_epochs",
 ]
