@@ -87,7 +87,7 @@ class BaseLinearGaussian(BaseLatentModel):
         self : object
             The fitted estimator.
         """
-        first = not hasattr(self, "n_features_in_")
+        first = not hasattr(self, "components_")  # set only by a fit that succeeded
         if not first and getattr(self, "_stats", None) is None:
             raise ValueError(
                 f"partial_fit cannot continue this {type(self).__name__}: it was fitted on data "
@@ -102,8 +102,10 @@ class BaseLinearGaussian(BaseLatentModel):
                 "or impute the chunk first."
             )
         stats = (0, None, None) if first else self._stats
+        # Check before merging, so that a refused chunk leaves the statistics as they were.
+        n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
         self._stats = gauss.merge_moments(*stats, X)
-        self.n_components_ = self._resolve_n_components(self._stats[0], self.n_features_in_)
+        self.n_components_ = n_components
         self._fit_from_stats(None)
         return self
 
