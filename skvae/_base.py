@@ -26,13 +26,14 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         )
 
     # ------------------------------------------------------------------ validation
-    def _check_input(self, X, *, reset, ensure_min_samples=1):
+    def _check_input(self, X, *, reset, ensure_min_samples=1, return_has_nan=False):
         """Validate ``X`` and return it as a tensor on the estimator's device and dtype.
 
         ``reset=True`` (in ``fit``) also resolves ``device`` and ``dtype`` and records
         ``n_features_in_`` / ``feature_names_in_``; otherwise those are checked against ``X``.
         The caller's array is never written to: the tensor may share its memory, so code that
-        receives it must not modify it in place.
+        receives it must not modify it in place. With ``return_has_nan``, also says whether X
+        holds NaN (known from the same pass over the data that rules out infinity).
         """
         if reset:
             self._device = resolve_device(self.device)
@@ -42,8 +43,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         else:
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
             X = as_tensor(X, device=self._device, dtype=self._dtype)
-        self._check_finite(X)
-        return X
+        has_nan = self._check_finite(X)
+        return (X, has_nan) if return_has_nan else X
 
     def _check_array(self, X, *, reset, ensure_min_samples):
         try:
@@ -98,14 +99,18 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         return X.detach().to(device=self._device, dtype=self._dtype)
 
     def _check_finite(self, X):
-        if torch.isinf(X).any():
+        """Raise on infinity, and on NaN unless the model accepts it; return whether NaN is in X."""
+        if bool(torch.isfinite(X).all()):  # the common case: one pass over the data
+            return False
+        if bool(torch.isinf(X).any()):
             raise ValueError(
                 "X contains infinity. Remove or replace the infinite entries (set them to NaN "
                 f"if they stand for missing values{self._nan_accepted_suffix()})."
             )
         hint = self._nan_policy()
-        if hint is not None and torch.isnan(X).any():
+        if hint is not None:
             raise ValueError(f"Input X contains NaN. {hint}")
+        return True
 
     def _nan_accepted_suffix(self):
         return ": this model treats NaN as missing" if self._nan_policy() is None else ""

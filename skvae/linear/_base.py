@@ -55,16 +55,15 @@ class BaseLinearGaussian(BaseLatentModel):
         self : object
             The fitted estimator.
         """
-        X = self._check_input(X, reset=True, ensure_min_samples=2)
+        X, has_nan = self._check_input(X, reset=True, ensure_min_samples=2, return_has_nan=True)
         n_samples, n_features = X.shape
         self.n_components_ = self._resolve_n_components(n_samples, n_features)
-        mask = ~torch.isnan(X)
-        if bool(mask.all()):
+        if has_nan:
+            self._stats = None
+            self._fit_missing(X, ~torch.isnan(X))
+        else:
             self._stats = gauss.merge_moments(0, None, None, X)
             self._fit_from_stats(X)
-        else:
-            self._stats = None
-            self._fit_missing(X, mask)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -94,8 +93,9 @@ class BaseLinearGaussian(BaseLatentModel):
                 "with missing values, which keeps no sufficient statistics. Call fit on all rows "
                 "instead, or start a new estimator for streaming."
             )
-        X = self._check_input(X, reset=first, ensure_min_samples=2 if first else 1)
-        if bool(torch.isnan(X).any()):
+        X, has_nan = self._check_input(X, reset=first, ensure_min_samples=2 if first else 1,
+                                       return_has_nan=True)
+        if has_nan:
             raise ValueError(
                 "Input X contains NaN: partial_fit accumulates complete-data statistics and "
                 "cannot handle missing values. Use fit on all rows (it runs EM over the gaps), "
@@ -252,13 +252,12 @@ class BaseLinearGaussian(BaseLatentModel):
             Posterior standard deviations, only when ``return_std=True``.
         """
         mu, W, psi = self._tensors()
-        X = self._check_input(X, reset=False)
-        mask = ~torch.isnan(X)
-        if bool(mask.all()):
+        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
+        if not has_nan:
             mean, cov = gauss.posterior(X, mu, W, psi)
             std = torch.sqrt(torch.diagonal(cov)).expand_as(mean)
         else:
-            mean, cov, _ = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
+            mean, cov, _ = gauss.chunked_masked_posterior(X, ~torch.isnan(X), mu, W, psi)
             std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2))
         if return_std:
             return to_numpy(mean), to_numpy(std)
@@ -295,11 +294,10 @@ class BaseLinearGaussian(BaseLatentModel):
         log_likelihood : ndarray of shape (n_samples,)
         """
         mu, W, psi = self._tensors()
-        X = self._check_input(X, reset=False)
-        mask = ~torch.isnan(X)
-        if bool(mask.all()):
+        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
+        if not has_nan:
             return to_numpy(gauss.log_likelihood(X, mu, W, psi), np.float64)
-        _, _, loglik = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
+        _, _, loglik = gauss.chunked_masked_posterior(X, ~torch.isnan(X), mu, W, psi)
         return to_numpy(loglik, np.float64)
 
     def impute(self, X):
@@ -316,10 +314,10 @@ class BaseLinearGaussian(BaseLatentModel):
             A copy of ``X`` with observed entries unchanged and missing ones imputed.
         """
         mu, W, psi = self._tensors()
-        X = self._check_input(X, reset=False)
-        mask = ~torch.isnan(X)
-        if bool(mask.all()):
+        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
+        if not has_nan:
             return to_numpy(X).copy()
+        mask = ~torch.isnan(X)
         mean, _, _ = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
         return to_numpy(torch.where(mask, X, mean @ W.T + mu)).copy()
 

@@ -29,13 +29,21 @@ def _shared_factor(W, psi):
     return scaled, chol, logdet_C
 
 
-def log_likelihood(X, mu, W, psi):
-    """log N(x; mu, W W^T + diag(psi)) for each row of a complete ``X``: shape (n,)."""
+def log_likelihood(X, mu, W, psi, chunk=ROW_CHUNK):
+    """log N(x; mu, W W^T + diag(psi)) for each row of a complete ``X``: shape (n,).
+
+    Rows go in chunks so the temporaries stay small and each chunk is read from memory once.
+    """
     scaled, chol, logdet_C = _shared_factor(W, psi)
-    R = X - mu
-    c = torch.linalg.solve_triangular(chol, (R @ scaled).T, upper=False)
-    quad = (R * R / psi).sum(dim=1) - (c * c).sum(dim=0)
-    return -0.5 * (X.shape[1] * LOG_2PI + logdet_C + quad)
+    inv_psi = 1.0 / psi
+    out = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)
+    constant = X.shape[1] * LOG_2PI + logdet_C
+    for i in range(0, X.shape[0], chunk):
+        R = X[i : i + chunk] - mu  # a new tensor: the in-place square below is ours
+        c = torch.linalg.solve_triangular(chol, (R @ scaled).T, upper=False)
+        quad = R.square_() @ inv_psi - (c * c).sum(dim=0)
+        out[i : i + chunk] = -0.5 * (constant + quad)
+    return out
 
 
 def posterior(X, mu, W, psi):
@@ -263,15 +271,18 @@ def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
 
 
 # ---------------------------------------------------------------------- sufficient statistics
-def merge_moments(count, mean, scatter, X):
+def merge_moments(count, mean, scatter, X, chunk=ROW_CHUNK):
     """Merge the rows of ``X`` into (count, mean, scatter) with the pairwise update of Chan et al.
 
     ``scatter`` is sum (x - mean)(x - mean)^T. Exact up to rounding, in any order of chunks.
+    The rows are centred chunk by chunk (no n x d copy), then merged as in ../shared/MATH.md.
     """
     n_b = X.shape[0]
     mean_b = X.mean(dim=0)
-    centred = X - mean_b
-    scatter_b = centred.T @ centred
+    scatter_b = torch.zeros(X.shape[1], X.shape[1], dtype=X.dtype, device=X.device)
+    for i in range(0, n_b, chunk):
+        centred = X[i : i + chunk] - mean_b
+        scatter_b.addmm_(centred.T, centred)
     if count == 0:
         return n_b, mean_b, scatter_b
     total = count + n_b
