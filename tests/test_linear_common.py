@@ -119,15 +119,20 @@ def test_partial_fit_equals_fit(cls, digits):
 
 
 @pytest.mark.parametrize("cls", MODELS)
-def test_partial_fit_refuses_gaps(cls, wine):
+def test_partial_fit_refuses_gaps_and_keeps_its_statistics(cls, wine):
     gappy, _ = remove_at_random(wine, 0.1)
     with pytest.raises(ValueError, match="partial_fit .* cannot handle missing values"):
         make(cls, n_components=2).partial_fit(gappy)
     fitted = make(cls, n_components=2).fit(gappy)
     with pytest.raises(ValueError, match="fitted on data with missing values"):
         fitted.partial_fit(wine)
+    streaming = make(cls, n_components=2).partial_fit(wine)
     with pytest.raises(ValueError, match="X has 3 features, but .* is expecting 13"):
-        make(cls, n_components=2).partial_fit(wine).partial_fit(wine[:, :3])
+        streaming.partial_fit(wine[:, :3])
+    with pytest.raises(ValueError, match="too large in magnitude"):
+        streaming.partial_fit(wine * 1e200)
+    assert streaming._stats[0] == 178  # the refused chunks left the statistics as they were
+    np.testing.assert_allclose(streaming.partial_fit(wine).mean_, wine.mean(axis=0))
 
 
 # ---------------------------------------------------------------------- workflows
@@ -182,6 +187,8 @@ def test_bad_input_messages(cls, wine):
     strings[0, 0] = "red"
     with pytest.raises(ValueError, match="X must be numeric.*OneHotEncoder"):
         model.fit(strings)
+    with pytest.raises(ValueError, match="too large in magnitude.*StandardScaler"):
+        model.fit(wine * 1e200)
     with pytest.raises(ValueError, match="device='tpu' is not a device torch knows"):
         cls(device="tpu").fit(wine)
     with mock.patch("torch.cuda.is_available", return_value=False):

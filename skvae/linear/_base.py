@@ -62,7 +62,7 @@ class BaseLinearGaussian(BaseLatentModel):
             self._stats = None
             self._fit_missing(X, ~torch.isnan(X))
         else:
-            self._stats = gauss.merge_moments(0, None, None, X)
+            self._stats = self._merged((0, None, None), X)
             self._fit_from_stats(X)
         return self
 
@@ -104,10 +104,21 @@ class BaseLinearGaussian(BaseLatentModel):
         stats = (0, None, None) if first else self._stats
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
-        self._stats = gauss.merge_moments(*stats, X)
+        self._stats = self._merged(stats, X)
         self.n_components_ = n_components
         self._fit_from_stats(None)
         return self
+
+    def _merged(self, stats, X):
+        """The statistics with the rows of ``X`` merged in, checked before anything is kept."""
+        merged = gauss.merge_moments(*stats, X)
+        if not bool(torch.isfinite(merged[2]).all()):
+            raise ValueError(
+                f"X is too large in magnitude: its covariance overflows {self._dtype} "
+                "(|x| above about 1e150 in float64, 1e18 in float32). Rescale X first, e.g. "
+                "with sklearn.preprocessing.StandardScaler in a Pipeline."
+            )
+        return merged
 
     def _fit_from_stats(self, X):
         count, mean, scatter = self._stats
