@@ -23,11 +23,13 @@ ESTIMATORS = [
 # {estimator class name: {check name: reason}}: every expected failure says why.
 EXPECTED_FAILED_CHECKS = {
     "GaussianVAE": {
-        "check_methods_subset_invariance": (
-            "float32 networks: a batch of other size changes the BLAS blocking, so results "
-            "agree to ~1e-6 relative, not the check's atol=1e-7; tested with float32 tolerance "
-            "and exactly in float64 in tests/test_vae_estimators.py"
-        ),
+        name: (
+            "float32 networks: other batch sizes and row orders change the BLAS blocking, so "
+            "results agree to ~1e-6 relative, not the check's 1e-7 (it may pass by luck); "
+            "tested with float32 tolerance and to float64 rounding in "
+            "tests/test_vae_estimators.py"
+        )
+        for name in ["check_methods_subset_invariance", "check_methods_sample_order_invariance"]
     },
 }
 # BernoulliVAE rightly rejects data outside [0, 1], and these checks feed Gaussian blobs or

@@ -170,7 +170,7 @@ def _gradcheck_bounds(rng, decoder, likelihood):
     assert gradcheck(
         lambda raw: elbo(x, mean.detach(), logvar.detach(), eps[0],
                          lambda z: decoder(z) + raw, likelihood),
-        (torch.zeros(D, dtype=torch.float64, requires_grad=True),),
+        (torch.zeros(likelihood.n_outputs, dtype=torch.float64, requires_grad=True),),
     )
 
 

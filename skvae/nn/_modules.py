@@ -57,8 +57,12 @@ class VAEModule(nn.Module):
         hidden = tuple(int(h) for h in hidden_layer_sizes)
         self.n_features = int(n_features)
         self.n_components = int(n_components)
-        self.encoder = mlp(n_features, hidden, 2 * n_components, activation)
-        self.decoder = mlp(n_components, hidden[::-1], likelihood.n_outputs, activation)
+        # nn.Linear draws its default initialization from the global RNG: fork it so building
+        # a module never changes the caller's random state (reset_parameters draws the
+        # weights from the estimator's own generator).
+        with torch.random.fork_rng(devices=[]):
+            self.encoder = mlp(n_features, hidden, 2 * n_components, activation)
+            self.decoder = mlp(n_components, hidden[::-1], likelihood.n_outputs, activation)
         self.likelihood = likelihood
         self.register_buffer("in_loc", torch.zeros(self.n_features))
         self.register_buffer("in_scale", torch.ones(self.n_features))

@@ -118,6 +118,11 @@ class BernoulliVAE(BaseVAE):
     ``n_importance_samples`` draws that are fixed when the model is fitted: two calls agree,
     and their value for a row does not depend on the other rows.
 
+    Threads: the estimator leaves torch's thread settings alone, so
+    ``torch.set_num_threads``, ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``
+    all apply. ``GridSearchCV(..., n_jobs=2)`` does not oversubscribe the cores: joblib starts
+    its worker processes with ``OMP_NUM_THREADS`` = cores // n_jobs, which torch honours.
+
     References
     ----------
     D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014.

@@ -1,0 +1,155 @@
+"""The training loop on raw tensors: warm-up, determinism, early stopping, NaN guard, verbose."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from skvae.nn import GaussianLikelihood, TrainingHistory, VAEModule, kl_weight, train_epochs
+from skvae.nn._engine import make_optimizer, snapshot
+
+N, D, K = 96, 5, 2
+
+
+@pytest.mark.parametrize(
+    "warmup, beta, expected",
+    [
+        (0, 1.0, [1.0, 1.0, 1.0]),
+        (0, 2.5, [2.5, 2.5, 2.5]),
+        (4, 1.0, [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]),
+        (2, 4.0, [0.0, 2.0, 4.0, 4.0]),
+        (3, 0.0, [0.0, 0.0, 0.0, 0.0]),
+    ],
+)
+def test_kl_weight_is_linear_ramp_of_epoch(warmup, beta, expected):
+    assert [kl_weight(e, beta, warmup) for e in range(len(expected))] == pytest.approx(expected)
+
+
+def _data(seed=0):
+    rng = np.random.RandomState(seed)
+    z = rng.normal(size=(N, K))
+    W = rng.normal(size=(K, D))
+    return torch.as_tensor(z @ W + 0.1 * rng.normal(size=(N, D)), dtype=torch.float32)
+
+
+def _setup(likelihood=None, seed=0, X=None):
+    X = _data() if X is None else X
+    generator = torch.Generator().manual_seed(seed)
+    module = VAEModule(D, K, (16,), "tanh", likelihood or GaussianLikelihood(D))
+    module.set_standardization(X.mean(0), X.std(0))
+    module.reset_parameters(generator, X)
+    return module, make_optimizer(module.parameters(), 1e-2), generator, X
+
+
+def _train(module, optimizer, generator, X, history, **kwargs):
+    options = dict(generator=generator, batch_size=32, max_epochs=30, beta=1.0, kl_warmup=0,
+                   history=history)
+    options.update(kwargs)
+    return train_epochs(module, optimizer, X, **options)
+
+
+def test_training_lowers_the_loss_and_is_deterministic():
+    curves, states = [], []
+    for _ in range(2):
+        module, optimizer, generator, X = _setup()
+        history = TrainingHistory()
+        result = _train(module, optimizer, generator, X, history)
+        assert result.status == "max_iter" and result.epochs_run == 30
+        curves.append(history.loss_curve)
+        states.append(snapshot(module))
+    assert len(curves[0]) == 30 and history.n_epochs == 30
+    assert curves[0][-1] < curves[0][0] - 1.0
+    assert curves[0] == curves[1]
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name])
+
+
+def test_fused_adam_is_used_where_available():
+    module, optimizer, _, _ = _setup()
+    assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach")
+
+
+def test_stopping_waits_for_the_end_of_the_warmup():
+    # tol is huge, so every counted epoch after the first is "no improvement".
+    for warmup, expected in ((0, 2), (5, 6)):
+        module, optimizer, generator, X = _setup()
+        history = TrainingHistory()
+        result = _train(module, optimizer, generator, X, history, kl_warmup=warmup, tol=1e9,
+                        n_iter_no_change=1)
+        assert result.status == "converged"
+        assert history.n_epochs == expected
+
+
+def test_early_stopping_restores_best_validation_weights():
+    module, optimizer, generator, X = _setup()
+    X_val = _data(seed=1)[:40]
+    history = TrainingHistory()
+    result = _train(module, optimizer, generator, X[:60], history, X_val=X_val, tol=0.0,
+                    n_iter_no_change=3, max_epochs=200)
+    scores = history.validation_scores
+    assert len(scores) == len(history.loss_curve) == history.n_epochs
+    best = int(np.argmax(scores))
+    assert history.best_validation_score == scores[best]
+    if result.status == "converged":
+        assert len(scores) == best + 1 + 3
+    final = snapshot(module)
+    for name, value in history.best_state.items():
+        assert torch.equal(final[name], value)
+
+
+class _PoisonedGaussian(GaussianLikelihood):
+    """Returns NaN from the ``poison_after``-th call of log_prob on."""
+
+    poison_after = None
+    calls = 0
+
+    def log_prob(self, x, params):
+        self.calls += 1
+        value = super().log_prob(x, params)
+        if self.poison_after is not None and self.calls > self.poison_after:
+            value = value * float("nan")
+        return value
+
+
+def test_nan_in_a_later_epoch_restores_the_last_finite_weights():
+    likelihood = _PoisonedGaussian(D)
+    module, optimizer, generator, X = _setup(likelihood)
+    history = TrainingHistory()
+    _train(module, optimizer, generator, X, history, max_epochs=3)
+    finite = snapshot(module)
+    likelihood.poison_after = likelihood.calls + 1  # second batch of the next epoch
+    result = _train(module, optimizer, generator, X, history, max_epochs=5)
+    assert result.status == "diverged" and result.diverged_at == 4
+    assert len(history.loss_curve) == 3 and np.all(np.isfinite(history.loss_curve))
+    for name, value in snapshot(module).items():
+        assert torch.equal(value, finite[name])
+
+
+def test_nan_in_the_first_epoch_raises():
+    likelihood = _PoisonedGaussian(D)
+    likelihood.poison_after = 0
+    module, optimizer, generator, X = _setup(likelihood)
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        _train(module, optimizer, generator, X, TrainingHistory())
+
+
+def test_verbose_prints_one_line_per_epoch():
+    module, optimizer, generator, X = _setup()
+    lines = []
+    _train(module, optimizer, generator, X[:60], TrainingHistory(), X_val=X[60:],
+           max_epochs=4, verbose=1, print_fn=lines.append)
+    assert len(lines) == 4
+    pattern = r"Epoch (\d+), loss = \S+, validation ELBO = \S+, \d+\.\d\d s"
+    assert [int(re.fullmatch(pattern, line).group(1)) for line in lines] == [1, 2, 3, 4]
+
+
+def test_batches_are_slices_of_a_permutation_from_the_generator():
+    # Two generators with the same seed give the same epoch; a different seed another one.
+    results = []
+    for seed in (0, 0, 1):
+        module, optimizer, _, X = _setup(seed=0)
+        history = TrainingHistory()
+        _train(module, optimizer, torch.Generator().manual_seed(seed), X, history, max_epochs=1)
+        results.append(history.loss_curve[0])
+    assert results[0] == results[1] != results[2]

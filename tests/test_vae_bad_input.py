@@ -1,0 +1,159 @@
+"""Every bad input of issue 3, section 8: a ValueError/TypeError naming the argument and fix."""
+
+import numpy as np
+import pytest
+import torch
+
+from skvae import BernoulliVAE, GaussianVAE
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, device="cpu", random_state=0)
+CLASSES = [GaussianVAE, BernoulliVAE]
+
+
+def _X(n=40, d=4, seed=0):
+    return (np.random.RandomState(seed).uniform(size=(n, d)) > 0.5).astype(float)
+
+
+@pytest.mark.parametrize("value", [-1.5, 2.0])
+def test_bernoulli_rejects_data_outside_unit_interval_everywhere(value):
+    X = _X()
+    bad = X.copy()
+    bad[3, 1] = value
+    with pytest.raises(ValueError, match=r"BernoulliVAE models data in \[0, 1\].*Binarizer"):
+        BernoulliVAE(**FAST).fit(bad)
+    model = BernoulliVAE(**FAST).fit(X)
+    for method in ("transform", "score_samples", "elbo_samples", "partial_fit"):
+        with pytest.raises(ValueError, match=r"values in \[.*MinMaxScaler"):
+            getattr(model, method)(bad)
+    # Grey levels inside [0, 1] are fine.
+    BernoulliVAE(**FAST).fit(X * 0.7 + 0.1)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("value, message", [(np.nan, "contains NaN.*SimpleImputer"),
+                                            (np.inf, "contains infinity")])
+def test_nan_and_inf_are_rejected(cls, value, message):
+    X = _X()
+    bad = X.copy()
+    bad[0, 0] = value
+    with pytest.raises(ValueError, match=message):
+        cls(**FAST).fit(bad)
+    model = cls(**FAST).fit(X)
+    with pytest.raises(ValueError, match=message):
+        model.transform(bad)
+    with pytest.raises(ValueError, match=message):
+        model.score_samples(torch.as_tensor(bad))
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_wrong_number_of_features(cls):
+    model = cls(**FAST).fit(_X(d=4))
+    for method in ("transform", "score_samples", "elbo_samples", "partial_fit"):
+        with pytest.raises(ValueError, match="X has 3 features, but .* is expecting 4"):
+            getattr(model, method)(_X(d=3))
+    with pytest.raises(ValueError, match="Z has 3 columns.*n_components_=2"):
+        model.inverse_transform(np.zeros((5, 3)))
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"beta": -0.5}, "'beta' parameter .* must be a float in the range \\[0.0, inf\\)"),
+        ({"n_importance_samples": 0}, "'n_importance_samples' parameter .* range \\[1, inf\\)"),
+        ({"activation": "swish"}, "'activation' parameter .* must be a str among"),
+        ({"n_components": 0}, "'n_components' parameter"),
+        ({"learning_rate_init": 0.0}, "'learning_rate_init' parameter"),
+        ({"validation_fraction": 1.0}, "'validation_fraction' parameter"),
+        ({"dtype": "float16"}, "'dtype' parameter"),
+        ({"hidden_layer_sizes": 0}, "'hidden_layer_sizes' parameter"),
+    ],
+)
+def test_bad_parameters(cls, params, message):
+    with pytest.raises(ValueError, match=message):
+        cls(**{**FAST, **params}).fit(_X())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("sizes", [(16, 0), (8, -3), (4.5,)])
+def test_hidden_layer_sizes_must_be_positive_integers(cls, sizes):
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes=.* must hold positive integers"):
+        cls(**{**FAST, "hidden_layer_sizes": sizes}).fit(_X())
+
+
+def test_gaussian_decoder_variance_options():
+    for bad in (0.0, -1.0, "diagonal"):
+        with pytest.raises(ValueError, match="'decoder_variance' parameter"):
+            GaussianVAE(**FAST, decoder_variance=bad).fit(_X())
+    with pytest.raises(ValueError, match="'variance_floor' parameter"):
+        GaussianVAE(**FAST, variance_floor=0.0).fit(_X())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_too_few_samples_for_the_validation_split(cls):
+    with pytest.raises(ValueError, match=r"early_stopping=True with validation_fraction=0.5 "
+                                         r"leaves 1 validation and 0 training rows.*"):
+        cls(**FAST, early_stopping=True, validation_fraction=0.5).fit(_X(n=1))
+    with pytest.raises(ValueError, match="set early_stopping=False"):
+        cls(**FAST, early_stopping=True, validation_fraction=0.99).fit(_X(n=5))
+    cls(**FAST, early_stopping=True, validation_fraction=0.5).fit(_X(n=2))
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_bad_sample_arguments(cls):
+    model = cls(**FAST).fit(_X())
+    for n in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="n_samples=.* must be a positive integer"):
+            model.sample(n)
+    with pytest.raises(ValueError, match="latent='posterior' must be 'prior' or"):
+        model.sample(2, latent="posterior")
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_unfitted_and_non_numeric_and_sparse(cls):
+    from sklearn.exceptions import NotFittedError
+    from scipy import sparse
+
+    with pytest.raises(NotFittedError):
+        cls(**FAST).transform(_X())
+    with pytest.raises(NotFittedError):
+        cls(**FAST).sample(2)
+    with pytest.raises(ValueError, match="X must be numeric"):
+        cls(**FAST).fit(np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(TypeError, match="dense data is required"):
+        cls(**FAST).fit(sparse.random(20, 4, density=0.5, format="csr"))
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        cls(**FAST).fit(np.zeros(10))
+
+
+def test_unknown_device():
+    with pytest.raises(ValueError, match="device='tpu' is not a device torch knows"):
+        GaussianVAE(**{**FAST, "device": "tpu"}).fit(_X())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU machine")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(ValueError, match="CUDA is not available.*device='cpu'"):
+        GaussianVAE(**{**FAST, "device": "cuda"}).fit(_X())
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_callers_arrays_are_never_modified(cls):
+    X = _X() * 0.8 + 0.1
+    X_f = np.asfortranarray(X.astype(np.float32))
+    copies = X.copy(), X_f.copy()
+    tensor = torch.as_tensor(X)
+    tensor_copy = tensor.clone()
+    model = cls(**{**FAST, "max_iter": 3}).fit(X)
+    model.partial_fit(X_f)
+    for data in (X, X_f, tensor):
+        model.transform(data), model.score_samples(data), model.elbo_samples(data)
+    Z = model.transform(X)
+    Z_copy = Z.copy()
+    model.inverse_transform(Z)
+    np.testing.assert_array_equal(X, copies[0])
+    np.testing.assert_array_equal(X_f, copies[1])
+    np.testing.assert_array_equal(Z, Z_copy)
+    assert torch.equal(tensor, tensor_copy)

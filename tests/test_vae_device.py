@@ -1,0 +1,59 @@
+"""Devices and persistence across machines: CUDA where present, CPU fallback of a pickle."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from skvae import BernoulliVAE, GaussianVAE
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=3, random_state=0)
+
+
+def _X():
+    return (np.random.RandomState(0).uniform(size=(60, 5)) > 0.5).astype(float)
+
+
+def _fit_as_if_on_cuda(cls):
+    """A model trained on CUDA where there is one; else a CPU model that claims it was."""
+    if torch.cuda.is_available():
+        return cls(**FAST, device="cuda").fit(_X())
+    model = cls(**FAST, device="cpu").fit(_X())
+    model._device = torch.device("cuda")  # what a model fitted on a GPU records
+    return model
+
+
+@pytest.mark.parametrize("cls", [GaussianVAE, BernoulliVAE])
+def test_cuda_pickle_loads_on_a_machine_without_cuda(cls, monkeypatch):
+    model = _fit_as_if_on_cuda(cls)
+    payload = pickle.dumps(model)
+    if not torch.cuda.is_available():
+        model._device = torch.device("cpu")
+    expected_Z, expected_scores = model.transform(_X()), model.score_samples(_X())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(payload)
+    assert loaded._device == torch.device("cpu")
+    assert all(p.device.type == "cpu" for p in loaded.module_.parameters())
+    assert loaded._code_mean.device.type == "cpu"
+    np.testing.assert_allclose(loaded.transform(_X()), expected_Z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.score_samples(_X()), expected_scores, rtol=1e-4)
+    loaded.partial_fit(_X())  # the optimizer state came along and works on the CPU
+    assert loaded.n_iter_ == 4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls", [GaussianVAE, BernoulliVAE])
+def test_fit_on_cuda_matches_the_api_and_accepts_cuda_tensors(cls):
+    X = _X()
+    model = cls(**FAST, device="cuda").fit(torch.as_tensor(X, device="cuda"))
+    assert next(model.module_.parameters()).device.type == "cuda"
+    Z = model.transform(torch.as_tensor(X, device="cuda"))
+    np.testing.assert_allclose(Z, model.transform(X), rtol=1e-6)
+    assert isinstance(Z, np.ndarray) and np.all(np.isfinite(model.score_samples(X)))
+    again = cls(**FAST, device="cuda").fit(X)
+    np.testing.assert_allclose(again.transform(X), model.transform(X), rtol=1e-4, atol=1e-5)
+    assert model.sample(4, latent="aggregated_posterior").shape == (4, X.shape[1])
