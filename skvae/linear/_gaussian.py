@@ -17,6 +17,7 @@ import torch
 
 LOG_2PI = math.log(2.0 * math.pi)
 ROW_CHUNK = 4096  # rows per batch when each row carries its own k x k matrix
+STREAM_CHUNK = 1024  # rows per batch in one-pass kernels: temporaries stay in cache
 
 
 # ---------------------------------------------------------------------- complete rows
@@ -29,7 +30,7 @@ def _shared_factor(W, psi):
     return scaled, chol, logdet_C
 
 
-def log_likelihood(X, mu, W, psi, chunk=ROW_CHUNK):
+def log_likelihood(X, mu, W, psi, chunk=STREAM_CHUNK):
     """log N(x; mu, W W^T + diag(psi)) for each row of a complete ``X``: shape (n,).
 
     Rows go in chunks so the temporaries stay small and each chunk is read from memory once.
