@@ -156,13 +156,11 @@ def main():
             fitted, fitted_plain = fitted_now, plain_model
 
     rows = X[: args.score_rows]
-    times = []
-    for _ in range(2):
+    times, plain_times = [], []
+    for _ in range(2):  # alternated, so a drift in machine speed hits both alike
         start = time.perf_counter()
         scores = fitted.score_samples(rows)
         times.append(time.perf_counter() - start)
-    plain_times = []
-    for _ in range(2):
         start = time.perf_counter()
         fitted_plain.score_samples(torch.as_tensor(rows))
         plain_times.append(time.perf_counter() - start)

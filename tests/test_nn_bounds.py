@@ -192,3 +192,55 @@ def test_monte_carlo_bounds_chunking_and_row_independence(budget):
     np.testing.assert_allclose(iw_perm.numpy(), iw.numpy()[perm[:11].numpy()], rtol=1e-12)
     assert torch.all(lower <= iw)
     assert math.isfinite(float(iw.sum()))
+
+
+def test_prepare_standardizes_once_into_row_major_rows():
+    from skvae.nn import BernoulliLikelihood
+
+    rng = np.random.RandomState(4)
+    X = torch.as_tensor(np.asfortranarray(rng.normal(size=(9, D))))
+    loc, scale = X.mean(0), X.std(0)
+    for likelihood, shared in ((GaussianLikelihood(D), True), (BernoulliLikelihood(D), False)):
+        module = VAEModule(D, K, (5,), "tanh", likelihood).double()
+        module.set_standardization(loc, scale)
+        inputs, targets, standardized = module.prepare(X)
+        assert inputs.is_contiguous() and targets.is_contiguous()
+        torch.testing.assert_close(inputs, (X - loc) / scale, rtol=0, atol=0)
+        assert standardized is shared and (targets is inputs) is shared
+        if not shared:
+            torch.testing.assert_close(targets, X, rtol=0, atol=0)
+    # The likelihood's own standardization differs from the encoder's: no sharing.
+    module = VAEModule(D, K, (5,), "tanh", GaussianLikelihood(D)).double()
+    module.set_standardization(loc, scale)
+    module.likelihood.set_standardization(loc + 1.0, scale)
+    assert not module.shares_standardization() and module.prepare(X)[2] is False
+
+
+def test_elbo_and_log_weights_on_standardized_rows_match_raw_rows():
+    rng = np.random.RandomState(5)
+    module = VAEModule(D, K, (5,), "tanh", GaussianLikelihood(D)).double()
+    X = torch.as_tensor(rng.normal(size=(8, D)) * 3.0 + 1.0)
+    module.set_standardization(X.mean(0), X.std(0))
+    module.reset_parameters(torch.Generator().manual_seed(0))
+    u = module.standardize(X)
+    mean, logvar = module.encode_standardized(u)
+    eps = torch.as_tensor(rng.normal(size=(8, K)))
+    lik = module.likelihood
+    for beta in (1.0, 0.3):
+        torch.testing.assert_close(
+            elbo(u, mean, logvar, eps, module.decode, lik, beta, standardized=True),
+            elbo(X, mean, logvar, eps, module.decode, lik, beta),
+        )
+    draws = torch.as_tensor(rng.normal(size=(7, 1, K)))
+    raw = log_weights(X, mean, logvar, draws, module.decode, lik)
+    torch.testing.assert_close(
+        log_weights(u, mean, logvar, draws, module.decode, lik, standardized=True), raw
+    )
+    # Against the definition log p(x | z) + log p(z) - log q(z | x), term by term.
+    z = mean + torch.exp(0.5 * logvar) * draws
+    expected = (
+        lik.log_prob(X, module.decode(z))
+        + log_standard_normal(z)
+        - log_diag_normal(z, mean, logvar)
+    )
+    torch.testing.assert_close(raw, expected)

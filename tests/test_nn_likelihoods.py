@@ -118,3 +118,25 @@ def test_bernoulli_draws_and_initial_bias():
     draws = lik.sample(torch.zeros(100_000, 3), torch.Generator().manual_seed(0))
     assert set(np.unique(draws.numpy())) == {0.0, 1.0}
     np.testing.assert_allclose(draws.mean(0).numpy(), 0.5, atol=0.01)
+
+
+@pytest.mark.parametrize("variance", ["feature", "sample", 0.7])
+def test_gaussian_log_prob_of_standardized_rows_is_the_same_density(variance):
+    # The training loop standardizes its data once and passes standardized=True: the value
+    # must be log p(x) in the units of x, Jacobian and 2 pi included, for every variance mode.
+    rng = np.random.RandomState(3)
+    lik = GaussianLikelihood(D, variance=variance).double()
+    _standardized(lik, rng)
+    x = torch.as_tensor(rng.normal(size=(N, D)))
+    params = torch.as_tensor(rng.normal(size=(4, N, lik.n_outputs)))
+    expected = lik.log_prob(x, params)
+    got = lik.log_prob(lik.standardize(x), params, standardized=True)
+    torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-12)
+    assert got.shape == (4, N)
+
+
+def test_bernoulli_refuses_standardized_rows():
+    lik = BernoulliLikelihood(D)
+    assert not lik.reads_standardized
+    with pytest.raises(ValueError, match="standardized=False"):
+        lik.log_prob(torch.zeros(2, D), torch.zeros(2, D), standardized=True)

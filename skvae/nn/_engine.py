@@ -1,7 +1,8 @@
 """The minibatch training loop shared by every VAE: Adam, KL warm-up, early stopping, NaN guard.
 
-The data live on the device as one tensor; an epoch is one pass over a permutation drawn from
-the caller's generator, each minibatch an ``index_select`` of it. The only host<->device sync
+The data live on the device as one tensor, standardized and made row-major once per call
+(``VAEModule.prepare``); an epoch is one pass over a permutation drawn from the caller's
+generator, each minibatch an ``index_select`` of contiguous rows. The only host<->device sync
 per epoch is reading the epoch's loss, which is also when a non-finite loss is detected.
 """
 
@@ -66,22 +67,26 @@ class TrainingResult:
     diverged_at: int = None
 
 
-def _epoch(module, optimizer, X, generator, batch_size, weight):
-    n = X.shape[0]
+def _epoch(module, optimizer, data, generator, batch_size, weight):
+    inputs, targets, standardized = data
+    n = inputs.shape[0]
     k = module.n_components
-    order = torch.randperm(n, generator=generator, device=X.device)
-    total = torch.zeros((), dtype=X.dtype, device=X.device)
+    likelihood, decode = module.likelihood, module.decode
+    options = {"generator": generator, "device": inputs.device, "dtype": inputs.dtype}
+    order = torch.randperm(n, generator=generator, device=inputs.device)
+    total = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
     for start in range(0, n, batch_size):
-        x = X.index_select(0, order[start : start + batch_size])
-        mean, logvar = module.encode(x)
-        eps = torch.randn(
-            (x.shape[0], k), generator=generator, device=X.device, dtype=X.dtype
-        )
-        loss = -elbo(x, mean, logvar, eps, module.decode, module.likelihood, weight).mean()
+        index = order[start : start + batch_size]
+        u = inputs.index_select(0, index)
+        x = u if targets is inputs else targets.index_select(0, index)
+        mean, logvar = module.encode_standardized(u)
+        eps = torch.randn((u.shape[0], k), **options)
+        values = elbo(x, mean, logvar, eps, decode, likelihood, weight, standardized=standardized)
+        loss = -values.mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total = total + loss.detach() * x.shape[0]
+        total.add_(loss.detach(), alpha=u.shape[0])
     return float(total) / n
 
 
@@ -115,6 +120,7 @@ def train_epochs(
     is raised (the caller turns it into a clear error). Returns a :class:`TrainingResult`.
     """
     batch_size = max(1, min(int(batch_size), X.shape[0]))
+    data = module.prepare(X)  # standardized and row-major once, not once per minibatch
     val_eps = None
     if X_val is not None:
         if history.validation_scores is None:
@@ -132,7 +138,7 @@ def train_epochs(
         last_finite = snapshot(module) if has_finite_epoch else None
         started = time.perf_counter()
         module.train()
-        loss = _epoch(module, optimizer, X, generator, batch_size, weight)
+        loss = _epoch(module, optimizer, data, generator, batch_size, weight)
         score = None
         if X_val is not None and math.isfinite(loss):
             with torch.no_grad():

@@ -64,6 +64,9 @@ class GaussianLikelihood(nn.Module):
         """Width of the decoder output this likelihood reads."""
         return 2 * self.n_features if self.variance_mode == "sample" else self.n_features
 
+    # log_prob accepts rows standardized by the training loop (see ``log_prob``).
+    reads_standardized = True
+
     def set_standardization(self, loc, scale):
         """Record the per-feature location and scale of the training data."""
         self.loc.copy_(loc)
@@ -97,15 +100,31 @@ class GaussianLikelihood(nn.Module):
             params = self.loc  # any tensor: the variance does not depend on it
         return self.standardized_variance(params) * self.scale**2
 
-    def log_prob(self, x, params):
-        """log N(x; mean, variance) summed over features, one value per row, in nats."""
+    def standardize(self, x):
+        """(x - loc) / scale: a row in the units the decoder works in."""
+        return (x - self.loc) / self.scale
+
+    def log_prob(self, x, params, *, standardized=False):
+        """log N(x; mean, variance) summed over features, one value per row, in nats.
+
+        With ``standardized=True``, ``x`` holds ``standardize(x)`` already (the training loop
+        standardizes its data once per fit instead of once per minibatch); the value is the
+        same log-density of the original row in its own units, Jacobian included.
+        """
+        u = x if standardized else self.standardize(x)
         mean, _ = self._split(params)
         var = self.standardized_variance(params)
-        u = (x - self.loc) / self.scale
-        per_feature = (u - mean) ** 2 / var + torch.log(var)
-        return -0.5 * (per_feature.sum(-1) + self.n_features * _LOG_2PI) - torch.log(
-            self.scale
-        ).sum()
+        residual = u - mean
+        # Without autograd, square in place: one (draws x rows x features) buffer fewer to
+        # allocate and fault in per inference chunk.
+        residual = residual.square() if residual.requires_grad else residual.square_()
+        if self.variance_mode == "sample":
+            quadratic = (residual / var + torch.log(var)).sum(-1)
+        else:
+            # One variance per feature: the weighted sum over features is a matrix-vector
+            # product, and sum_j log var_j is one number rather than a row of them.
+            quadratic = torch.matmul(residual, 1.0 / var) + torch.log(var).sum()
+        return -0.5 * (quadratic + self.n_features * _LOG_2PI) - torch.log(self.scale).sum()
 
     def mean(self, params):
         """E[x | z] in the units of x."""
@@ -151,8 +170,14 @@ class BernoulliLikelihood(nn.Module):
         p = x.mean(dim=0).clamp(1e-3, 1.0 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
-    def log_prob(self, x, logits):
+    # log_prob needs the rows themselves, not standardized ones.
+    reads_standardized = False
+
+    def log_prob(self, x, logits, *, standardized=False):
         """sum_j [x_j l_j - softplus(l_j)], one value per row, in nats."""
+        if standardized:
+            raise ValueError("BernoulliLikelihood.log_prob reads the rows themselves: "
+                             "pass standardized=False.")
         return (x * logits - F.softplus(logits)).sum(-1)
 
     def mean(self, logits):

@@ -92,10 +92,42 @@ class VAEModule(nn.Module):
             self.in_scale.copy_(scale)
             self.likelihood.set_standardization(loc, scale)
 
+    def standardize(self, x):
+        """(x - in_loc) / in_scale: the encoder's input."""
+        return (x - self.in_loc) / self.in_scale
+
+    def prepare(self, X):
+        """The training rows, standardized once: ``(inputs, targets, standardized)``.
+
+        ``inputs`` is a row-major copy of ``standardize(X)`` (a minibatch is then a gather of
+        contiguous rows, even when X is column-major). ``targets`` is what the likelihood
+        reads: ``inputs`` itself when it accepts standardized rows (``standardized=True``,
+        no second copy), else the rows of X, row-major.
+        """
+        with torch.no_grad():
+            inputs = torch.empty(X.shape, dtype=X.dtype, device=X.device)
+            torch.sub(X, self.in_loc, out=inputs)
+            inputs.div_(self.in_scale)
+        if self.shares_standardization():
+            return inputs, inputs, True
+        return inputs, X.contiguous(), False
+
+    def shares_standardization(self):
+        """Whether the likelihood reads the encoder's standardized rows (same loc and scale)."""
+        likelihood = self.likelihood
+        return (
+            getattr(likelihood, "reads_standardized", False)
+            and torch.equal(likelihood.loc, self.in_loc)
+            and torch.equal(likelihood.scale, self.in_scale)
+        )
+
     def encode(self, x):
         """Mean and log-variance of q(z | x), each (n, n_components)."""
-        h = self.encoder((x - self.in_loc) / self.in_scale)
-        mean, logvar = h.chunk(2, dim=-1)
+        return self.encode_standardized(self.standardize(x))
+
+    def encode_standardized(self, u):
+        """:meth:`encode` for rows already standardized by :meth:`standardize`."""
+        mean, logvar = self.encoder(u).chunk(2, dim=-1)
         return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
 
     def decode(self, z):
