@@ -26,7 +26,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         )
 
     # ------------------------------------------------------------------ validation
-    def _check_input(self, X, *, reset, ensure_min_samples=1, return_has_nan=False):
+    def _check_input(self, X, *, reset, ensure_min_samples=1, return_has_nan=False,
+                     check_finite=True):
         """Validate ``X`` and return it as a tensor on the estimator's device and dtype.
 
         ``reset=True`` (in ``fit``) also resolves ``device`` and ``dtype`` and records
@@ -34,6 +35,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         The caller's array is never written to: the tensor may share its memory, so code that
         receives it must not modify it in place. With ``return_has_nan``, also says whether X
         holds NaN (known from the same pass over the data that rules out infinity).
+        ``check_finite=False`` leaves NaN and infinity for the caller, which must then call
+        :meth:`_check_finite` itself before any value computed from X is returned.
         """
         if reset:
             self._device = resolve_device(self.device)
@@ -43,6 +46,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         else:
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
             X = as_tensor(X, device=self._device, dtype=self._dtype)
+        if not check_finite:
+            return X
         has_nan = self._check_finite(X)
         return (X, has_nan) if return_has_nan else X
 
@@ -105,9 +110,12 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         if bool(torch.isfinite(X.sum())):
             return False
         if bool(torch.isinf(X).any()):
+            limit = torch.finfo(X.dtype).max
             raise ValueError(
                 "X contains infinity. Remove or replace the infinite entries (set them to NaN "
-                f"if they stand for missing values{self._nan_accepted_suffix()})."
+                f"if they stand for missing values{self._nan_accepted_suffix()}). Values beyond "
+                f"{limit:.3g} also become infinite in {X.dtype}: rescale X, e.g. with "
+                "sklearn.preprocessing.StandardScaler."
             )
         hint = self._nan_policy()
         if hint is not None:

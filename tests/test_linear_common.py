@@ -244,6 +244,26 @@ def test_constant_columns_give_finite_results(cls, wine):
         assert np.all(np.isfinite(out))
 
 
+@pytest.mark.parametrize("cls", MODELS)
+def test_rows_far_from_the_mean_score_low_never_nan(cls, wine):
+    # Past |x| ~ 1e154 the squares in the quadratic form overflow and, unscaled, their
+    # difference is NaN. Scaled rows give the density where float64 holds it, else -inf.
+    model = make(cls, n_components=3).fit(wine)
+    far = wine[:3].copy()
+    far[0, 4], far[1, 4], far[2, 4] = 1e100, 1e200, -1e300
+    gappy = far.copy()
+    gappy[:, 0] = np.nan
+    for X in (far, gappy):
+        scores = model.score_samples(X)
+        observed = ~np.isnan(X[0])
+        expected = multivariate_normal(
+            model.mean_[observed], model.get_covariance()[np.ix_(observed, observed)]
+        ).logpdf(X[0, observed])
+        np.testing.assert_allclose(scores[0], expected, rtol=1e-10)
+        assert scores[0] < -1e190
+        np.testing.assert_array_equal(scores[1:], -np.inf)
+
+
 # ---------------------------------------------------------------------- persistence and devices
 @pytest.mark.parametrize("cls", MODELS)
 def test_pickle_and_joblib_round_trips(cls, cancer):

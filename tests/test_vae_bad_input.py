@@ -47,6 +47,16 @@ def test_nan_and_inf_are_rejected(cls, value, message):
         model.score_samples(torch.as_tensor(bad))
 
 
+def test_values_beyond_float32_are_named_with_the_fix():
+    X = _X()
+    X[0, 0] = 1e39  # finite in float64, infinite in the networks' float32
+    with pytest.raises(ValueError, match=r"beyond 3.4e\+38 also become infinite in "
+                                         r"torch.float32.*StandardScaler"):
+        GaussianVAE(**FAST).fit(X)
+    scores = GaussianVAE(**{**FAST, "dtype": "float64"}).fit(X).score_samples(X)  # in range
+    assert np.all(np.isfinite(scores))
+
+
 @pytest.mark.parametrize("cls", CLASSES)
 def test_wrong_number_of_features(cls):
     model = cls(**FAST).fit(_X(d=4))

@@ -305,10 +305,13 @@ class BaseLinearGaussian(BaseLatentModel):
         log_likelihood : ndarray of shape (n_samples,)
         """
         mu, W, psi = self._tensors()
-        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
-        if not has_nan:
-            return to_numpy(gauss.log_likelihood(X, mu, W, psi), np.float64)
-        _, _, loglik = gauss.chunked_masked_posterior(X, ~torch.isnan(X), mu, W, psi)
+        X = self._check_input(X, reset=False, check_finite=False)
+        loglik = gauss.log_likelihood(X, mu, W, psi)
+        # NaN or infinity in a row makes its value NaN, so checking the n results stands in
+        # for a pass over the n x d input; only then is X itself examined (infinity raises,
+        # NaN entries are marginalized out).
+        if not bool(torch.isfinite(loglik).all()) and self._check_finite(X):
+            _, _, loglik = gauss.chunked_masked_posterior(X, ~torch.isnan(X), mu, W, psi)
         return to_numpy(loglik, np.float64)
 
     def impute(self, X):

@@ -18,6 +18,7 @@ import torch
 LOG_2PI = math.log(2.0 * math.pi)
 ROW_CHUNK = 4096  # rows per batch when each row carries its own k x k matrix
 STREAM_CHUNK = 1024  # rows per batch in one-pass kernels: temporaries stay in cache
+SCATTER_BLOCK = 128  # columns per block of the scatter matrix (see _centred_scatter)
 
 
 # ---------------------------------------------------------------------- complete rows
@@ -37,14 +38,31 @@ def log_likelihood(X, mu, W, psi, chunk=STREAM_CHUNK):
     """
     scaled, chol, logdet_C = _shared_factor(W, psi)
     inv_psi = 1.0 / psi
+
+    def quadratic(R):  # (x - mu)^T C^-1 (x - mu) per row; squares R in place
+        c = torch.linalg.solve_triangular(chol, (R @ scaled).T, upper=False)
+        return R.square_() @ inv_psi - (c * c).sum(dim=0)
+
     out = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)
     constant = X.shape[1] * LOG_2PI + logdet_C
     for i in range(0, X.shape[0], chunk):
-        R = X[i : i + chunk] - mu  # a new tensor: the in-place square below is ours
-        c = torch.linalg.solve_triangular(chol, (R @ scaled).T, upper=False)
-        quad = R.square_() @ inv_psi - (c * c).sum(dim=0)
-        out[i : i + chunk] = -0.5 * (constant + quad)
+        out[i : i + chunk] = -0.5 * (constant + quadratic(X[i : i + chunk] - mu))
+    overflowed = ~torch.isfinite(out)
+    if bool(overflowed.any()):
+        out[overflowed] = -0.5 * (constant + _rescaled(quadratic, X[overflowed] - mu))
     return out
+
+
+def _rescaled(quadratic, R):
+    """A quadratic form of rows whose squares overflow, as s^2 q(R / s) with s = max |R|.
+
+    Far from the mean, x^2 / psi and the Woodbury correction both overflow and their
+    difference is NaN although the form itself may be finite; scaling each row first gives
+    it, or an honest infinity when it is beyond the float range. NaN or infinity in R stays
+    NaN.
+    """
+    scale = R.abs().amax(dim=1)
+    return quadratic(R / scale[:, None]) * scale.square()
 
 
 def posterior(X, mu, W, psi):
@@ -84,6 +102,16 @@ def masked_posterior(X, mask, mu, W, psi):
         torch.diagonal(chol, dim1=1, dim2=2)
     ).sum(dim=1)
     quad = (R * R * precision_obs).sum(dim=1) - (b * mean).sum(dim=1)
+    overflowed = ~torch.isfinite(quad)
+    if bool(overflowed.any()):
+        chol_o, precision_o = chol[overflowed], precision_obs[overflowed]
+
+        def quadratic(R):
+            b = (R * precision_o) @ W
+            m = torch.cholesky_solve(b[:, :, None], chol_o)[:, :, 0]
+            return (R * R * precision_o).sum(dim=1) - (b * m).sum(dim=1)
+
+        quad[overflowed] = _rescaled(quadratic, R[overflowed])
     loglik = -0.5 * (observed.sum(dim=1) * LOG_2PI + logdet_C + quad)
     return mean, cov, loglik
 
@@ -280,10 +308,7 @@ def merge_moments(count, mean, scatter, X, chunk=ROW_CHUNK):
     """
     n_b = X.shape[0]
     mean_b = X.mean(dim=0)
-    scatter_b = torch.zeros(X.shape[1], X.shape[1], dtype=X.dtype, device=X.device)
-    for i in range(0, n_b, chunk):
-        centred = X[i : i + chunk] - mean_b
-        scatter_b.addmm_(centred.T, centred)
+    scatter_b = _centred_scatter(X, mean_b, chunk)
     if count == 0:
         return n_b, mean_b, scatter_b
     total = count + n_b
@@ -291,6 +316,26 @@ def merge_moments(count, mean, scatter, X, chunk=ROW_CHUNK):
     mean_new = mean + delta * (n_b / total)
     scatter_new = scatter + scatter_b + torch.outer(delta, delta) * (count * n_b / total)
     return total, mean_new, scatter_new
+
+
+def _centred_scatter(X, mean, chunk, block_width=SCATTER_BLOCK):
+    """sum (x - mean)(x - mean)^T over the rows of X, computing only the upper block triangle.
+
+    A plain ``centred.T @ centred`` does every product twice (torch has no symmetric rank-k
+    update): with the columns cut into blocks of about ``block_width``, only the blocks on and
+    above the diagonal are formed, then mirrored, which saves up to half the work when d is
+    large. The result is exactly symmetric.
+    """
+    d = X.shape[1]
+    n_blocks = max(1, -(-d // block_width))
+    edges = [round(i * d / n_blocks) for i in range(n_blocks + 1)]
+    scatter = torch.zeros(d, d, dtype=X.dtype, device=X.device)
+    for i in range(0, X.shape[0], chunk):
+        centred = X[i : i + chunk] - mean
+        for a, b in zip(edges[:-1], edges[1:]):
+            scatter[a:b, a:].addmm_(centred[:, a:b].T, centred[:, a:])
+    upper = torch.triu(scatter)
+    return upper + torch.triu(scatter, diagonal=1).T
 
 
 def ppca_from_eigen(eigvals, eigvecs, n_components, floor):
