@@ -95,8 +95,8 @@ def test_grid_search_selects_by_held_out_likelihood_in_parallel(digits):
 
 def test_linear_gaussian_vae_reaches_exact_ppca_likelihood():
     # Data from a PPCA model; a linear VAE with K=1000 importance samples should score
-    # held-out data like the exact log-density under the true parameters (about 10 s, so
-    # not marked slow). Measured: VAE -15.256 vs truth -15.243 nats per row.
+    # held-out data like the exact log-density under the true parameters (about 1 s).
+    # Measured: VAE -15.256 vs truth -15.243 nats per row.
     rng = np.random.RandomState(0)
     d, k, noise = 10, 2, 0.5
     W = rng.normal(size=(d, k)) * 2
