@@ -95,23 +95,21 @@ def masked_posterior(X, mask, mu, W, psi):
     A = (precision_obs @ outer).reshape(n, k, k)
     A.diagonal(dim1=1, dim2=2).add_(1.0)
     chol = torch.linalg.cholesky(A)
-    b = (R * precision_obs) @ W
-    mean = torch.cholesky_solve(b[:, :, None], chol)[:, :, 0]
+
+    def mean_and_quadratic(R, precision_obs, chol):
+        b = (R * precision_obs) @ W
+        mean = torch.cholesky_solve(b[:, :, None], chol)[:, :, 0]
+        return mean, (R * R * precision_obs).sum(dim=1) - (b * mean).sum(dim=1)
+
+    mean, quad = mean_and_quadratic(R, precision_obs, chol)
     cov = torch.cholesky_inverse(chol)
     logdet_C = (observed * torch.log(psi)).sum(dim=1) + 2.0 * torch.log(
         torch.diagonal(chol, dim1=1, dim2=2)
     ).sum(dim=1)
-    quad = (R * R * precision_obs).sum(dim=1) - (b * mean).sum(dim=1)
     overflowed = ~torch.isfinite(quad)
     if bool(overflowed.any()):
-        chol_o, precision_o = chol[overflowed], precision_obs[overflowed]
-
-        def quadratic(R):
-            b = (R * precision_o) @ W
-            m = torch.cholesky_solve(b[:, :, None], chol_o)[:, :, 0]
-            return (R * R * precision_o).sum(dim=1) - (b * m).sum(dim=1)
-
-        quad[overflowed] = _rescaled(quadratic, R[overflowed])
+        args = precision_obs[overflowed], chol[overflowed]
+        quad[overflowed] = _rescaled(lambda R: mean_and_quadratic(R, *args)[1], R[overflowed])
     loglik = -0.5 * (observed.sum(dim=1) * LOG_2PI + logdet_C + quad)
     return mean, cov, loglik
 
