@@ -134,9 +134,3 @@ def test_gaussian_log_prob_of_standardized_rows_is_the_same_density(variance):
     torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-12)
     assert got.shape == (4, N)
 
-
-def test_bernoulli_refuses_standardized_rows():
-    lik = BernoulliLikelihood(D)
-    assert not lik.reads_standardized
-    with pytest.raises(ValueError, match="standardized=False"):
-        lik.log_prob(torch.zeros(2, D), torch.zeros(2, D), standardized=True)

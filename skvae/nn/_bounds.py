@@ -38,10 +38,12 @@ def log_diag_normal(z, mean, logvar):
 
 def reparameterize(mean, logvar, eps):
     """z = mean + exp(logvar / 2) * eps (eps may carry extra leading draw dimensions)."""
-    return mean + torch.exp(0.5 * logvar) * eps
+    return torch.addcmul(mean, torch.exp(0.5 * logvar), eps)
 
 
 def _log_prob(likelihood, x, params, standardized):
+    """``likelihood.log_prob``; only a likelihood with ``reads_standardized = True`` is asked
+    to read standardized rows, so any other needs nothing beyond ``log_prob(x, params)``."""
     if standardized:
         return likelihood.log_prob(x, params, standardized=True)
     return likelihood.log_prob(x, params)
@@ -54,12 +56,9 @@ def elbo(x, mean, logvar, eps, decode, likelihood, beta=1.0, *, standardized=Fal
     ``standardized=True`` passes ``x`` to a likelihood that reads standardized rows (see
     ``GaussianLikelihood.log_prob``); the value is the same.
     """
-    std = torch.exp(0.5 * logvar)
-    z = torch.addcmul(mean, std, eps)
-    # kl_standard_normal(mean, logvar), with exp(logvar) = std**2 from the draw above.
-    kl = 0.5 * ((mean.square() + std.square() - logvar).sum(-1) - mean.shape[-1])
+    z = reparameterize(mean, logvar, eps)
     log_px = _log_prob(likelihood, x, decode(z), standardized)
-    return log_px - beta * kl if beta != 1.0 else log_px - kl
+    return log_px - beta * kl_standard_normal(mean, logvar)
 
 
 def log_weights(x, mean, logvar, eps, decode, likelihood, *, standardized=False):
@@ -69,7 +68,7 @@ def log_weights(x, mean, logvar, eps, decode, likelihood, *, standardized=False)
     log p(z) - log q(z | x) = -0.5 * sum_j (z_j**2 - eps_j**2 - logvar_j), the 2 pi terms
     cancelling.
     """
-    z = torch.addcmul(mean, torch.exp(0.5 * logvar), eps)
+    z = reparameterize(mean, logvar, eps)
     log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
     return _log_prob(likelihood, x, decode(z), standardized) + log_ratio
 

@@ -64,7 +64,8 @@ class GaussianLikelihood(nn.Module):
         """Width of the decoder output this likelihood reads."""
         return 2 * self.n_features if self.variance_mode == "sample" else self.n_features
 
-    # log_prob accepts rows standardized by the training loop (see ``log_prob``).
+    # log_prob accepts rows standardized by the training loop (see ``log_prob``). A likelihood
+    # without this attribute is always given the rows themselves.
     reads_standardized = True
 
     def set_standardization(self, loc, scale):
@@ -170,14 +171,8 @@ class BernoulliLikelihood(nn.Module):
         p = x.mean(dim=0).clamp(1e-3, 1.0 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
-    # log_prob needs the rows themselves, not standardized ones.
-    reads_standardized = False
-
-    def log_prob(self, x, logits, *, standardized=False):
+    def log_prob(self, x, logits):
         """sum_j [x_j l_j - softplus(l_j)], one value per row, in nats."""
-        if standardized:
-            raise ValueError("BernoulliLikelihood.log_prob reads the rows themselves: "
-                             "pass standardized=False.")
         return (x * logits - F.softplus(logits)).sum(-1)
 
     def mean(self, logits):
