@@ -9,6 +9,7 @@ from scipy import stats
 from torch.autograd import gradcheck
 
 from skvae.nn import (
+    BernoulliLikelihood,
     GaussianLikelihood,
     VAEModule,
     elbo,
@@ -195,8 +196,6 @@ def test_monte_carlo_bounds_chunking_and_row_independence(budget):
 
 
 def test_prepare_standardizes_once_into_row_major_rows():
-    from skvae.nn import BernoulliLikelihood
-
     rng = np.random.RandomState(4)
     X = torch.as_tensor(np.asfortranarray(rng.normal(size=(9, D))))
     loc, scale = X.mean(0), X.std(0)
