@@ -1,8 +1,14 @@
 """skvae: probabilistic latent variable models as scikit-learn estimators, computed with PyTorch."""
 
+from ._base import InconsistentVersionWarning
+from ._version import __version__
 from .linear import PPCA, FactorAnalysisEM
 from .vae import BernoulliVAE, GaussianVAE
 
-__all__ = ["BernoulliVAE", "FactorAnalysisEM", "GaussianVAE", "PPCA"]
-
-__version__ = "0.1.0.dev0"
+__all__ = [
+    "BernoulliVAE",
+    "FactorAnalysisEM",
+    "GaussianVAE",
+    "InconsistentVersionWarning",
+    "PPCA",
+]

@@ -1,12 +1,71 @@
-"""What every skvae estimator shares: input validation, device state, feature names, score, pickling."""
+"""What every skvae estimator shares: input validation, device state, feature names, score,
+all-or-nothing fitting, pickling."""
+
+import functools
+import warnings
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._backend import as_tensor, fallback_device, resolve_device, resolve_dtype
 from ._compat import validate_data
+from ._version import __version__
+
+
+class InconsistentVersionWarning(UserWarning):
+    """A fitted skvae model was unpickled under other versions than it was pickled with.
+
+    Attributes
+    ----------
+    estimator_name : str
+        Class of the unpickled estimator.
+    mismatched : dict
+        ``{package: (version when pickled, version now)}`` for each package that differs.
+    """
+
+    def __init__(self, estimator_name, mismatched):
+        self.estimator_name = estimator_name
+        self.mismatched = dict(mismatched)
+
+    def __str__(self):
+        changes = ", ".join(f"{name} {then} -> {now}" for name, (then, now) in self.mismatched.items())
+        return (
+            f"This {self.estimator_name} was pickled under other versions than the ones loading "
+            f"it ({changes}). It may load wrongly or give other results; refit it under the "
+            "current versions to be sure."
+        )
+
+
+def _versions():
+    """The versions a pickle records: the packages whose changes can alter a fitted model."""
+    return {"skvae": __version__, "scikit-learn": sklearn.__version__, "torch": torch.__version__}
+
+
+def fit_all_or_nothing(method):
+    """Make a fitting method atomic: when it raises, the estimator is as it was before the call.
+
+    Validation records ``n_features_in_``, the device and the dtype before later checks can
+    fail; without this, a failed ``fit`` would leave an estimator that looks fitted to
+    ``check_is_fitted`` but lacks its parameters, and a failed refit would mix the old model
+    with the new input's shape. The instance dictionary is restored as a shallow copy, which
+    is enough because every fit assigns new objects to its fitted attributes; state changed in
+    place (a VAE's weights during an interrupted epoch) is restored by the training engine.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        before = dict(self.__dict__)
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    return wrapper
 
 
 class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -105,8 +164,9 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
     def _check_finite(self, X):
         """Raise on infinity, and on NaN unless the model accepts it; return whether NaN is in X."""
-        # The common case in one cheap pass: a finite sum means no NaN and no infinity (an
-        # overflowing sum of finite values only sends us to the exact checks below).
+        # The common case in one cheap pass: a finite sum means no NaN and no infinity. A sum
+        # of finite values can overflow (float32 entries of 1e37), so a non-finite sum only
+        # sends us to the exact checks below.
         if bool(torch.isfinite(X.sum())):
             return False
         if bool(torch.isinf(X).any()):
@@ -117,6 +177,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 f"{limit:.3g} also become infinite in {X.dtype}: rescale X, e.g. with "
                 "sklearn.preprocessing.StandardScaler."
             )
+        if not bool(torch.isnan(X).any()):
+            return False  # finite entries whose sum overflowed
         hint = self._nan_policy()
         if hint is not None:
             raise ValueError(f"Input X contains NaN. {hint}")
@@ -174,6 +236,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     def __getstate__(self):
         # A copy: object.__getstate__ returns the instance's own __dict__, which must not change.
         state = dict(super().__getstate__())
+        state["_pickled_versions"] = _versions()
         for key, value in state.items():
             if isinstance(value, torch.Tensor):
                 state[key] = value.detach().cpu()
@@ -182,6 +245,14 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         return state
 
     def __setstate__(self, state):
+        pickled = state.pop("_pickled_versions", {"skvae": "unknown"})
+        current = _versions()
+        mismatched = {
+            name: (then, current[name]) for name, then in pickled.items()
+            if name in current and then != current[name]
+        }
+        if mismatched:
+            warnings.warn(InconsistentVersionWarning(type(self).__name__, mismatched))
         device = state.get("_device")
         if isinstance(device, str):
             state["_device"] = fallback_device(torch.device(device))

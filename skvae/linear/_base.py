@@ -9,7 +9,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import make_generator, to_numpy
-from .._base import BaseLatentModel
+from .._base import BaseLatentModel, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from . import _gaussian as gauss
 
@@ -39,6 +39,7 @@ class BaseLinearGaussian(BaseLatentModel):
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_all_or_nothing
     def fit(self, X, y=None):
         """Fit the model to ``X``; NaN entries are treated as missing at random.
 
@@ -67,6 +68,7 @@ class BaseLinearGaussian(BaseLatentModel):
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_all_or_nothing
     def partial_fit(self, X, y=None):
         """Add the rows of ``X`` to the exact sufficient statistics and refit.
 

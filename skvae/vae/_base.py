@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import seed_from, to_numpy
-from .._base import BaseLatentModel
+from .._base import BaseLatentModel, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
 from ..nn._engine import make_optimizer
@@ -140,6 +140,7 @@ class BaseVAE(BaseLatentModel):
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_all_or_nothing
     def fit(self, X, y=None):
         """Fit the model to ``X`` by maximizing the beta-ELBO with Adam.
 
@@ -161,6 +162,7 @@ class BaseVAE(BaseLatentModel):
         return self._fit(X, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
+    @fit_all_or_nothing
     def partial_fit(self, X, y=None):
         """Train for one epoch over the rows of ``X``, starting from the current weights.
 
