@@ -68,6 +68,26 @@ def fit_all_or_nothing(method):
     return wrapper
 
 
+def _output_dtype(X):
+    """numpy dtype of what transform-like methods return for the caller's input.
+
+    The one output rule of skvae: transform, inverse_transform and impute return float32 for
+    float32 input (a float32 tensor, array or all-float32 DataFrame) and float64 otherwise,
+    whatever precision the model computes in; score_samples, score and sample return float64.
+    """
+    if isinstance(X, torch.Tensor):
+        return np.float32 if X.dtype == torch.float32 else np.float64
+    dtypes = getattr(X, "dtypes", None)  # pandas DataFrame
+    if dtypes is not None:
+        try:
+            kinds = {np.dtype(d) for d in dtypes}
+        except TypeError:
+            return np.float64
+        return np.float32 if kinds == {np.dtype(np.float32)} else np.float64
+    dtype = getattr(X, "dtype", None)
+    return np.float32 if dtype == np.float32 else np.float64
+
+
 class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of the skvae estimators (not public).
 

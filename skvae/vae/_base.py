@@ -13,7 +13,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import seed_from, to_numpy
-from .._base import BaseLatentModel, fit_all_or_nothing
+from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
 from ..nn._engine import make_optimizer
@@ -23,21 +23,6 @@ _MAX_STORED_CODES = 100_000
 # Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
 _INFERENCE_BUDGET = 2**22
 _SEED_MODULUS = 2**62
-
-
-def _output_dtype(X):
-    """numpy dtype of the caller's input: float32 stays float32, anything else gives float64."""
-    if isinstance(X, torch.Tensor):
-        return np.float32 if X.dtype == torch.float32 else np.float64
-    dtypes = getattr(X, "dtypes", None)  # pandas DataFrame
-    if dtypes is not None:
-        try:
-            kinds = {np.dtype(d) for d in dtypes}
-        except TypeError:
-            return np.float64
-        return np.float32 if kinds == {np.dtype(np.float32)} else np.float64
-    dtype = getattr(X, "dtype", None)
-    return np.float32 if dtype == np.float32 else np.float64
 
 
 def _standardization(X):
