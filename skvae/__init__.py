@@ -1,6 +1,7 @@
 """skvae: probabilistic latent variable models as scikit-learn estimators, computed with PyTorch."""
 
 from ._base import InconsistentVersionWarning
+from ._outlier import LatentOutlierDetector
 from ._version import __version__
 from .linear import PPCA, FactorAnalysisEM
 from .vae import BernoulliVAE, GaussianVAE
@@ -10,5 +11,6 @@ __all__ = [
     "FactorAnalysisEM",
     "GaussianVAE",
     "InconsistentVersionWarning",
+    "LatentOutlierDetector",
     "PPCA",
 ]
