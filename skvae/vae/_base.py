@@ -296,7 +296,7 @@ class BaseVAE(BaseLatentModel):
         rows = self._rows_per_chunk()
         module = self.module_
         parts = [
-            module.likelihood.mean(module.decode(Z[i : i + rows]))
+            module.mean(module.decode(Z[i : i + rows]))
             for i in range(0, Z.shape[0], rows)
         ]
         return torch.cat(parts)
@@ -448,9 +448,9 @@ class BaseVAE(BaseLatentModel):
                 )
                 std = torch.exp(0.5 * self._code_logvar[rows])
                 z = self._code_mean[rows] + std * z
-            params = self.module_.decode(z)
-            likelihood = self.module_.likelihood
-            X = likelihood.mean(params) if return_mean else likelihood.sample(params, generator)
+            module = self.module_
+            params = module.decode(z)
+            X = module.mean(params) if return_mean else module.sample(params, generator)
         return to_numpy(X, np.float64)
 
     # ------------------------------------------------------------------ pickling

@@ -233,4 +233,5 @@ class GaussianVAE(BaseVAE):
         if likelihood.variance_mode == "sample":
             self.noise_variance_ = None
         else:
-            self.noise_variance_ = to_numpy(likelihood.variance().detach(), np.float64)
+            scale = self.module_.in_scale
+            self.noise_variance_ = to_numpy(likelihood.variance().detach() * scale**2, np.float64)
