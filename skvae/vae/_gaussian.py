@@ -110,6 +110,14 @@ class GaussianVAE(BaseVAE):
         Validation ELBO per row, per epoch (with ``early_stopping``), else None.
     best_validation_score_ : float or None
         Best of ``validation_scores_``, else None.
+    kl_per_component_ : ndarray of shape (n_components,)
+        Mean over the training rows of KL(q(z_j | x) || N(0, 1)) for each latent component,
+        in nats: the information each carries. Near zero means the component collapsed onto
+        the prior.
+    latent_activity_ : ndarray of shape (n_components,)
+        Variance over the training rows of each component's posterior mean.
+    n_active_components_ : int
+        Components with ``latent_activity_ > 0.01`` (active units, Burda et al. 2016).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
