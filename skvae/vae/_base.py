@@ -15,7 +15,15 @@ from sklearn.utils.validation import check_is_fitted
 from .._backend import seed_from, to_numpy
 from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
-from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
+from ..nn import (
+    ACTIVATIONS,
+    ELBO,
+    IWAE,
+    TrainingHistory,
+    VAEModule,
+    monte_carlo_bounds,
+    train_epochs,
+)
 from ..nn._engine import make_optimizer
 
 # Rows of the aggregated posterior kept for sample(latent="aggregated_posterior").
@@ -44,6 +52,8 @@ class BaseVAE(BaseLatentModel):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
+        "objective": [StrOptions({"elbo", "iwae"})],
+        "iwae_samples": [Interval(Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -111,6 +121,9 @@ class BaseVAE(BaseLatentModel):
             likelihood,
         )
         return module.to(device=self._device, dtype=self._dtype)
+
+    def _objective(self):
+        return IWAE(self.iwae_samples) if self.objective == "iwae" else ELBO()
 
     def _split_validation(self, X, generator):
         n = X.shape[0]
@@ -229,6 +242,7 @@ class BaseVAE(BaseLatentModel):
                 tol=self.tol,
                 n_iter_no_change=None if incremental else self.n_iter_no_change,
                 verbose=self.verbose,
+                objective=self._objective(),
             )
         except FloatingPointError:
             raise ValueError(
