@@ -202,44 +202,38 @@ def test_prepare_standardizes_once_into_row_major_rows():
     for likelihood, shared in ((GaussianLikelihood(D), True), (BernoulliLikelihood(D), False)):
         module = VAEModule(D, K, (5,), "tanh", likelihood).double()
         module.set_standardization(loc, scale)
-        inputs, targets, standardized = module.prepare(X)
+        inputs, targets = module.prepare(X)
         assert inputs.is_contiguous() and targets.is_contiguous()
         torch.testing.assert_close(inputs, (X - loc) / scale, rtol=0, atol=0)
-        assert standardized is shared and (targets is inputs) is shared
+        assert (targets is inputs) is shared
         if not shared:
             torch.testing.assert_close(targets, X, rtol=0, atol=0)
-    # The likelihood's own standardization differs from the encoder's: no sharing.
-    module = VAEModule(D, K, (5,), "tanh", GaussianLikelihood(D)).double()
-    module.set_standardization(loc, scale)
-    module.likelihood.set_standardization(loc + 1.0, scale)
-    assert not module.shares_standardization() and module.prepare(X)[2] is False
 
 
-def test_elbo_and_log_weights_on_standardized_rows_match_raw_rows():
+def test_elbo_and_log_weights_are_densities_of_the_raw_rows():
     rng = np.random.RandomState(5)
     module = VAEModule(D, K, (5,), "tanh", GaussianLikelihood(D)).double()
     X = torch.as_tensor(rng.normal(size=(8, D)) * 3.0 + 1.0)
-    module.set_standardization(X.mean(0), X.std(0))
+    loc, scale = X.mean(0), X.std(0)
+    module.set_standardization(loc, scale)
     module.reset_parameters(torch.Generator().manual_seed(0))
     u = module.standardize(X)
     mean, logvar = module.encode_standardized(u)
     eps = torch.as_tensor(rng.normal(size=(8, K)))
     lik = module.likelihood
     for beta in (1.0, 0.3):
+        # The network's density of x is the likelihood's density of u minus sum log scale.
         torch.testing.assert_close(
-            elbo(u, mean, logvar, eps, module.decode, lik, beta, standardized=True),
-            elbo(X, mean, logvar, eps, module.decode, lik, beta),
+            elbo(u, mean, logvar, eps, module.decode, module, beta),
+            elbo(u, mean, logvar, eps, module.decode, lik, beta) - torch.log(scale).sum(),
         )
     draws = torch.as_tensor(rng.normal(size=(7, 1, K)))
-    raw = log_weights(X, mean, logvar, draws, module.decode, lik)
-    torch.testing.assert_close(
-        log_weights(u, mean, logvar, draws, module.decode, lik, standardized=True), raw
-    )
-    # Against the definition log p(x | z) + log p(z) - log q(z | x), term by term.
+    raw = log_weights(u, mean, logvar, draws, module.decode, module)
+    # Against the definition log p(x | z) + log p(z) - log q(z | x), term by term, with
+    # p(x | z) written out in the units of x.
     z = mean + torch.exp(0.5 * logvar) * draws
-    expected = (
-        lik.log_prob(X, module.decode(z))
-        + log_standard_normal(z)
-        - log_diag_normal(z, mean, logvar)
-    )
+    params = module.decode(z)
+    sd = scale * torch.sqrt(lik.variance())
+    log_px = torch.distributions.Normal(loc + scale * params, sd).log_prob(X).sum(-1)
+    expected = log_px + log_standard_normal(z) - log_diag_normal(z, mean, logvar)
     torch.testing.assert_close(raw, expected)

@@ -104,9 +104,9 @@ class _PoisonedGaussian(GaussianLikelihood):
     poison_after = None
     calls = 0
 
-    def log_prob(self, x, params, **options):
+    def log_prob(self, x, params, mask=None):
         self.calls += 1
-        value = super().log_prob(x, params, **options)
+        value = super().log_prob(x, params, mask)
         if self.poison_after is not None and self.calls > self.poison_after:
             value = value * float("nan")
         return value

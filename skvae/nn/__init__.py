@@ -13,13 +13,17 @@ from ._bounds import (
     monte_carlo_bounds,
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
-from ._likelihoods import BernoulliLikelihood, GaussianLikelihood
+from ._likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from ._modules import ACTIVATIONS, VAEModule
+from ._objectives import ELBO, IWAE
 
 __all__ = [
     "ACTIVATIONS",
     "BernoulliLikelihood",
+    "ELBO",
     "GaussianLikelihood",
+    "IWAE",
+    "Likelihood",
     "TrainingHistory",
     "VAEModule",
     "elbo",

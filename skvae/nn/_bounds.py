@@ -41,27 +41,19 @@ def reparameterize(mean, logvar, eps):
     return torch.addcmul(mean, torch.exp(0.5 * logvar), eps)
 
 
-def _log_prob(likelihood, x, params, standardized):
-    """``likelihood.log_prob``; only a likelihood with ``reads_standardized = True`` is asked
-    to read standardized rows, so any other needs nothing beyond ``log_prob(x, params)``."""
-    if standardized:
-        return likelihood.log_prob(x, params, standardized=True)
-    return likelihood.log_prob(x, params)
-
-
-def elbo(x, mean, logvar, eps, decode, likelihood, beta=1.0, *, standardized=False):
+def elbo(x, mean, logvar, eps, decode, likelihood, beta=1.0):
     """beta-ELBO per row with one reparameterized draw and the KL term in closed form.
 
     E_q[log p(x | z)] is estimated with z = mean + std * eps; ``beta`` weights the KL term.
-    ``standardized=True`` passes ``x`` to a likelihood that reads standardized rows (see
-    ``GaussianLikelihood.log_prob``); the value is the same.
+    ``likelihood`` is anything with ``log_prob(x, params)``: a :class:`Likelihood`, or a
+    :class:`VAEModule`, which takes ``module.targets(x)`` and returns nats in the units of x.
     """
     z = reparameterize(mean, logvar, eps)
-    log_px = _log_prob(likelihood, x, decode(z), standardized)
+    log_px = likelihood.log_prob(x, decode(z))
     return log_px - beta * kl_standard_normal(mean, logvar)
 
 
-def log_weights(x, mean, logvar, eps, decode, likelihood, *, standardized=False):
+def log_weights(x, mean, logvar, eps, decode, likelihood):
     """log p(x | z_k) + log p(z_k) - log q(z_k | x) for draws eps of shape (K, n or 1, k).
 
     Returns shape (K, n). Since (z - mean) / std = eps, log q is computed from eps directly:
@@ -70,24 +62,29 @@ def log_weights(x, mean, logvar, eps, decode, likelihood, *, standardized=False)
     """
     z = reparameterize(mean, logvar, eps)
     log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
-    return _log_prob(likelihood, x, decode(z), standardized) + log_ratio
+    return likelihood.log_prob(x, decode(z)) + log_ratio
 
 
-def importance_weighted(x, mean, logvar, eps, decode, likelihood, *, standardized=False):
+def importance_weighted(x, mean, logvar, eps, decode, likelihood):
     """logsumexp_k log w_k - log K per row: the importance-weighted bound (Burda et al.)."""
-    lw = log_weights(x, mean, logvar, eps, decode, likelihood, standardized=standardized)
+    lw = log_weights(x, mean, logvar, eps, decode, likelihood)
     return torch.logsumexp(lw, dim=0) - math.log(lw.shape[0])
 
 
-def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET):
+def _decoder(module, c):
+    return module.decode if c is None else (lambda z: module.decode(z, c))
+
+
+def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None):
     """Importance-weighted estimate and ELBO estimate of log p(x) for every row of X.
 
     Every row uses the same K draws ``eps`` (shape (K, n_components)), so a row's values do not
     depend on which other rows are in X. The ELBO estimate is the mean of the same log weights,
     hence ``elbo <= iw`` row by row (Jensen). Rows and draws are processed in chunks of at most
     ``budget`` elements per layer; the draws of a row are combined with a running logsumexp.
-    A chunk of rows is standardized once and read by both the encoder and (when it accepts
-    standardized rows) the likelihood.
+    A chunk of rows is standardized once and read by the encoder and, when it models
+    standardized rows, the likelihood. ``C`` holds the rows' covariates when the module has
+    some.
 
     Returns
     -------
@@ -98,7 +95,6 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET):
     width = module.widest()
     rows = max(1, min(n, budget // (K * width)))
     draws = max(1, min(K, budget // (rows * width)))
-    shared = module.shares_standardization()
     # Results go straight into preallocated outputs: keeping each chunk's small result alive
     # between the large transient buffers fragments the heap (glibc), and resident memory
     # then grows with n instead of staying at one chunk's worth.
@@ -106,20 +102,14 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET):
     lower = torch.empty(n, dtype=eps.dtype, device=eps.device)
     for start in range(0, n, rows):
         x = X[start : start + rows].contiguous()  # a column-major X would slow every step
+        c = None if C is None else C[start : start + rows]
         u = module.standardize(x)
-        mean, logvar = module.encode_standardized(u)
-        target = u if shared else x
+        mean, logvar = module.encode_standardized(u, c)
+        target = module.targets_from(x, u)
+        decode = _decoder(module, c)
         lse = total = None
         for k0 in range(0, K, draws):
-            lw = log_weights(
-                target,
-                mean,
-                logvar,
-                eps[k0 : k0 + draws, None, :],
-                module.decode,
-                module.likelihood,
-                standardized=shared,
-            )
+            lw = log_weights(target, mean, logvar, eps[k0 : k0 + draws, None, :], decode, module)
             part = torch.logsumexp(lw, dim=0)
             lse = part if lse is None else torch.logaddexp(lse, part)
             total = lw.sum(dim=0) if total is None else total + lw.sum(dim=0)
@@ -128,23 +118,18 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET):
     return iw, lower
 
 
-def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET):
+def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET, C=None):
     """Mean ELBO (beta = 1) over the rows of X with fixed noise eps (n, k), chunked."""
     rows = max(1, budget // module.widest())
-    shared = module.shares_standardization()
     total = torch.zeros((), dtype=eps.dtype, device=eps.device)
     for start in range(0, X.shape[0], rows):
         x = X[start : start + rows]
+        c = None if C is None else C[start : start + rows]
         u = module.standardize(x)
-        mean, logvar = module.encode_standardized(u)
+        mean, logvar = module.encode_standardized(u, c)
         values = elbo(
-            u if shared else x,
-            mean,
-            logvar,
-            eps[start : start + rows],
-            module.decode,
-            module.likelihood,
-            standardized=shared,
+            module.targets_from(x, u), mean, logvar, eps[start : start + rows],
+            _decoder(module, c), module,
         )
         total = total + values.sum()
     return total / X.shape[0]

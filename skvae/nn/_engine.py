@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._bounds import elbo, mean_elbo
+from ._bounds import mean_elbo
+from ._objectives import ELBO
 
 
 def kl_weight(epoch, beta, warmup):
@@ -67,22 +68,17 @@ class TrainingResult:
     diverged_at: int = None
 
 
-def _epoch(module, optimizer, data, generator, batch_size, weight):
-    inputs, targets, standardized = data
+def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
+    inputs, targets, covariates = data
     n = inputs.shape[0]
-    k = module.n_components
-    likelihood, decode = module.likelihood, module.decode
-    options = {"generator": generator, "device": inputs.device, "dtype": inputs.dtype}
     order = torch.randperm(n, generator=generator, device=inputs.device)
     total = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         u = inputs.index_select(0, index)
         x = u if targets is inputs else targets.index_select(0, index)
-        mean, logvar = module.encode_standardized(u)
-        eps = torch.randn((u.shape[0], k), **options)
-        values = elbo(x, mean, logvar, eps, decode, likelihood, weight, standardized=standardized)
-        loss = -values.mean()
+        c = None if covariates is None else covariates.index_select(0, index)
+        loss = -objective(module, u, x, generator, weight, c).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -106,6 +102,9 @@ def train_epochs(
     n_iter_no_change=None,
     verbose=0,
     print_fn=print,
+    objective=None,
+    C=None,
+    C_val=None,
 ):
     """Train ``module`` on ``X`` for up to ``max_epochs`` epochs, updating ``history``.
 
@@ -118,9 +117,15 @@ def train_epochs(
     the weights of the best validation epoch, else of the last finite epoch, are restored and
     the call returns "diverged". If no finite epoch exists to go back to, ``FloatingPointError``
     is raised (the caller turns it into a clear error). Returns a :class:`TrainingResult`.
+
+    Each minibatch step maximizes ``objective`` (default: :class:`ELBO`; see
+    ``skvae.nn._objectives``) at the epoch's KL weight; the validation score is the ELBO at
+    ``beta = 1`` whatever the objective. ``C`` and ``C_val`` are the covariates of the rows of
+    ``X`` and ``X_val`` for a module that conditions on some.
     """
     batch_size = max(1, min(int(batch_size), X.shape[0]))
-    data = module.prepare(X)  # standardized and row-major once, not once per minibatch
+    objective = ELBO() if objective is None else objective
+    data = (*module.prepare(X), C)  # standardized and row-major once, not once per minibatch
     val_eps = None
     if X_val is not None:
         if history.validation_scores is None:
@@ -138,11 +143,11 @@ def train_epochs(
         last_finite = snapshot(module) if has_finite_epoch else None
         started = time.perf_counter()
         module.train()
-        loss = _epoch(module, optimizer, data, generator, batch_size, weight)
+        loss = _epoch(module, optimizer, data, generator, batch_size, weight, objective)
         score = None
         if X_val is not None and math.isfinite(loss):
             with torch.no_grad():
-                score = float(mean_elbo(module, X_val, val_eps))
+                score = float(mean_elbo(module, X_val, val_eps, C=C_val))
         if not math.isfinite(loss) or (score is not None and not math.isfinite(score)):
             restore = history.best_state if history.best_state is not None else last_finite
             if restore is None:

@@ -1,12 +1,20 @@
 """Observation models p(x | z): one small class per likelihood.
 
 A likelihood turns the decoder's output (``params``, the last dimension of width
-``n_outputs``) into a distribution over a row. The training loss, the importance-weighted
+``n_outputs``) into a distribution over a row. The training objectives, the importance-weighted
 estimate and every score call the same ``log_prob``, so the normalizing constants are included
-once and everywhere: ``log_prob`` is a log-density in nats.
+once and everywhere: ``log_prob`` is a log-density (or log-mass) in nats.
+
+A likelihood knows nothing of standardization. One that models continuous data in
+standardized units says so with ``standardizes_targets = True``: the network
+(:class:`~skvae.nn.VAEModule`), which owns the per-feature location and scale, then hands it
+standardized rows and adds the Jacobian of the change of units itself.
 
 Shapes: ``x`` is (..., n_features) and broadcasts against ``params`` (..., n_outputs); the
-result of ``log_prob`` has the leading shape of the broadcast, one value per row.
+result of ``log_prob`` has the leading shape of the broadcast, one value per row. ``mask``,
+when given, broadcasts against ``x`` and is nonzero where an entry is observed: only those
+entries enter the density (the marginal of the observed entries, since features are
+conditionally independent given z).
 """
 
 import math
@@ -20,16 +28,75 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _SOFTPLUS_ONE = math.log(math.e - 1.0)
 
 
-class GaussianLikelihood(nn.Module):
-    """x_j ~ N(loc_j + scale_j f_j(z), scale_j^2 s_j): a diagonal Gaussian decoder.
+def masked_sum(values, mask):
+    """Sum over the last dimension of ``values``, of the entries where ``mask`` is nonzero.
 
-    The network works in standardized units: ``loc`` and ``scale`` (buffers, set from the
-    training data by :meth:`set_standardization`) map them back to the units of x, and the
-    log-density includes the Jacobian ``-sum_j log scale_j``. The variance s_j is
+    Masked entries may hold anything finite or not (the product with a zero mask of a NaN
+    would be NaN, so they are replaced rather than multiplied).
+    """
+    if mask is None:
+        return values.sum(-1)
+    mask = mask.to(torch.bool)
+    return torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(-1)
+
+
+class Likelihood(nn.Module):
+    """Base class of the observation models p(x | params) of a VAE.
+
+    A subclass sets ``n_outputs`` (the width of the decoder output it reads) and implements
+    :meth:`log_prob`, :meth:`mean` and :meth:`sample`; the rest has defaults. A new likelihood
+    is one such class.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of x.
+    """
+
+    #: Whether the model is of standardized rows ``(x - loc) / scale`` (continuous data), so
+    #: that the network feeds it those and adds ``-sum_j log scale_j`` to ``log_prob``.
+    standardizes_targets = False
+
+    def __init__(self, n_features):
+        super().__init__()
+        self.n_features = int(n_features)
+
+    @property
+    def n_outputs(self):
+        """Width of the decoder output this likelihood reads."""
+        return self.n_features
+
+    def log_prob(self, x, params, mask=None):
+        """log p(x | params) summed over the (observed) features, one value per row, in nats."""
+        raise NotImplementedError
+
+    def mean(self, params):
+        """E[x | params], in the units the likelihood models."""
+        raise NotImplementedError
+
+    def sample(self, params, generator):
+        """One draw of x per row of ``params``, from the torch ``generator``."""
+        raise NotImplementedError
+
+    def initial_output_bias(self, x):
+        """Bias of the decoder's last layer at initialization, from training rows ``x`` (in the
+        likelihood's units); None keeps zeros."""
+        return None
+
+    def on_standardization(self, scale):
+        """Told the per-feature scale of the data when the network records it (a fixed
+        variance given in the units of x needs it); nothing by default."""
+
+
+class GaussianLikelihood(Likelihood):
+    """x_j ~ N(f_j(z), s_j): a diagonal Gaussian decoder, on standardized rows.
+
+    The variance s_j is
 
     - ``"feature"``: one learned variance per feature (softplus of a parameter),
     - ``"sample"``: predicted by the decoder for every row (heteroscedastic), or
-    - a positive float: fixed, in the units of x.
+    - a positive float: fixed, in the units of the original x (converted with the scale the
+      network reports through :meth:`on_standardization`).
 
     Learned variances are ``softplus(raw) + floor`` in standardized units, so a feature never
     collapses to a point mass and the density stays finite.
@@ -44,40 +111,40 @@ class GaussianLikelihood(nn.Module):
         Smallest learned variance, in standardized units.
     """
 
+    standardizes_targets = True
+
     def __init__(self, n_features, variance="feature", floor=1e-4):
-        super().__init__()
-        self.n_features = int(n_features)
+        super().__init__(n_features)
         self.variance_mode = variance if isinstance(variance, str) else "fixed"
         self.floor = float(floor)
         self.fixed_variance = None if isinstance(variance, str) else float(variance)
-        self.register_buffer("loc", torch.zeros(self.n_features))
-        self.register_buffer("scale", torch.ones(self.n_features))
         if self.variance_mode == "feature":
             self.raw_variance = nn.Parameter(torch.full((self.n_features,), _SOFTPLUS_ONE))
-        elif self.variance_mode not in ("sample", "fixed"):
+        elif self.variance_mode == "fixed":
+            # The fixed variance in standardized units: fixed_variance / scale_j ** 2.
+            self.register_buffer("unit_variance", torch.full((self.n_features,), self.fixed_variance))
+        elif self.variance_mode != "sample":
             raise ValueError(
                 f"variance={variance!r} must be 'feature', 'sample' or a positive float."
             )
+        # Models pickled before the network owned the standardization stored it here too.
+        self._register_load_state_dict_pre_hook(_drop_legacy_standardization, with_module=True)
 
     @property
     def n_outputs(self):
         """Width of the decoder output this likelihood reads."""
         return 2 * self.n_features if self.variance_mode == "sample" else self.n_features
 
-    # log_prob accepts rows standardized by the training loop (see ``log_prob``). A likelihood
-    # without this attribute is always given the rows themselves.
-    reads_standardized = True
-
-    def set_standardization(self, loc, scale):
-        """Record the per-feature location and scale of the training data."""
-        self.loc.copy_(loc)
-        self.scale.copy_(scale)
+    def on_standardization(self, scale):
+        """Express a fixed variance (in the units of x) in standardized units."""
+        if self.variance_mode == "fixed":
+            self.unit_variance.copy_(self.fixed_variance / scale.square())
 
     def initial_output_bias(self, x):
-        """Bias of the decoder's last layer at initialization (None: keep zeros = the mean)."""
+        """Zero means; a predicted variance starts at 1 (standardized units)."""
         if self.variance_mode != "sample":
             return None
-        bias = torch.zeros(self.n_outputs, dtype=self.loc.dtype, device=self.loc.device)
+        bias = torch.zeros(self.n_outputs, dtype=x.dtype, device=x.device)
         bias[self.n_features:] = _SOFTPLUS_ONE
         return bias
 
@@ -86,63 +153,49 @@ class GaussianLikelihood(nn.Module):
             return params[..., : self.n_features], params[..., self.n_features:]
         return params, None
 
-    def standardized_variance(self, params):
-        """Variance s in standardized units, broadcastable against the mean part of params."""
-        mean, raw = self._split(params)
+    def variance(self, params=None):
+        """Variance s (per row for "sample", else per feature), in the likelihood's units."""
         if self.variance_mode == "sample":
-            return F.softplus(raw) + self.floor
+            return F.softplus(self._split(params)[1]) + self.floor
         if self.variance_mode == "feature":
             return F.softplus(self.raw_variance) + self.floor
-        return self.fixed_variance / self.scale**2
+        return self.unit_variance
 
-    def variance(self, params=None):
-        """Variance in the units of x (per row for "sample", else per feature)."""
-        if self.variance_mode != "sample" and params is None:
-            params = self.loc  # any tensor: the variance does not depend on it
-        return self.standardized_variance(params) * self.scale**2
-
-    def standardize(self, x):
-        """(x - loc) / scale: a row in the units the decoder works in."""
-        return (x - self.loc) / self.scale
-
-    def log_prob(self, x, params, *, standardized=False):
-        """log N(x; mean, variance) summed over features, one value per row, in nats.
-
-        With ``standardized=True``, ``x`` holds ``standardize(x)`` already (the training loop
-        standardizes its data once per fit instead of once per minibatch); the value is the
-        same log-density of the original row in its own units, Jacobian included.
-        """
-        u = x if standardized else self.standardize(x)
+    def log_prob(self, x, params, mask=None):
+        """log N(x; mean, variance) summed over the (observed) features, per row, in nats."""
         mean, _ = self._split(params)
-        var = self.standardized_variance(params)
-        residual = u - mean
+        var = self.variance(params)
+        residual = x - mean
         # Without autograd, square in place: one (draws x rows x features) buffer fewer to
         # allocate and fault in per inference chunk.
         residual = residual.square() if residual.requires_grad else residual.square_()
+        if mask is not None:
+            return -0.5 * masked_sum(residual / var + torch.log(var) + _LOG_2PI, mask)
         if self.variance_mode == "sample":
             quadratic = (residual / var + torch.log(var)).sum(-1)
         else:
             # One variance per feature: the weighted sum over features is a matrix-vector
             # product, and sum_j log var_j is one number rather than a row of them.
             quadratic = torch.matmul(residual, 1.0 / var) + torch.log(var).sum()
-        return -0.5 * (quadratic + self.n_features * _LOG_2PI) - torch.log(self.scale).sum()
+        return -0.5 * (quadratic + self.n_features * _LOG_2PI)
 
     def mean(self, params):
-        """E[x | z] in the units of x."""
-        mean, _ = self._split(params)
-        return self.loc + self.scale * mean
+        """E[x | z]."""
+        return self._split(params)[0]
 
     def sample(self, params, generator):
         """One draw of x per row of params."""
         mean = self.mean(params)
-        std = torch.sqrt(self.standardized_variance(params)) * self.scale
-        noise = torch.randn(
-            mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
-        )
-        return mean + std * noise
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.sqrt(self.variance(params)) * noise
 
 
-class BernoulliLikelihood(nn.Module):
+def _drop_legacy_standardization(module, state_dict, prefix, *args):
+    for name in ("loc", "scale"):
+        state_dict.pop(prefix + name, None)
+
+
+class BernoulliLikelihood(Likelihood):
     """x_j ~ Bernoulli(sigmoid(l_j(z))) with the decoder's output l as logits.
 
     ``log_prob`` is sum_j [x_j l_j - softplus(l_j)], exact for binary x and the usual
@@ -154,26 +207,14 @@ class BernoulliLikelihood(nn.Module):
         Width of x.
     """
 
-    def __init__(self, n_features):
-        super().__init__()
-        self.n_features = int(n_features)
-
-    @property
-    def n_outputs(self):
-        """Width of the decoder output this likelihood reads."""
-        return self.n_features
-
-    def set_standardization(self, loc, scale):
-        """Bernoulli outputs are probabilities: nothing to record."""
-
     def initial_output_bias(self, x):
         """Logits of the per-feature training means: the decoder starts at the marginals."""
         p = x.mean(dim=0).clamp(1e-3, 1.0 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
-    def log_prob(self, x, logits):
-        """sum_j [x_j l_j - softplus(l_j)], one value per row, in nats."""
-        return (x * logits - F.softplus(logits)).sum(-1)
+    def log_prob(self, x, logits, mask=None):
+        """sum_j [x_j l_j - softplus(l_j)] over the (observed) features, per row, in nats."""
+        return masked_sum(x * logits - F.softplus(logits), mask)
 
     def mean(self, logits):
         """Probabilities sigmoid(l)."""

@@ -5,6 +5,8 @@ import math
 import torch
 from torch import nn
 
+from ._likelihoods import masked_sum
+
 ACTIVATIONS = {
     "identity": nn.Identity,
     "logistic": nn.Sigmoid,
@@ -32,11 +34,18 @@ def mlp(n_in, hidden_layer_sizes, n_out, activation):
 
 
 class VAEModule(nn.Module):
-    """Encoder q(z | x) = N(mean(x), diag exp(logvar(x))), decoder params(z), and a likelihood.
+    """Encoder q(z | x, c) = N(mean, diag exp(logvar)), decoder params(z, c), and a likelihood.
 
-    The encoder sees standardized input ``(x - in_loc) / in_scale`` (buffers set from the
-    training data); the decoder's output is read by ``likelihood`` (which maps it back to the
-    units of x). With ``hidden_layer_sizes=()`` both networks are linear.
+    The network is the one owner of the data's standardization: the encoder sees
+    ``(x - in_loc) / in_scale`` (buffers set from the training data), and a likelihood that
+    models standardized rows (``likelihood.standardizes_targets``) is given the same rows, the
+    Jacobian of the change of units being added by :meth:`log_prob`; :meth:`mean` and
+    :meth:`sample` map its output back to the units of x. With ``hidden_layer_sizes=()`` both
+    networks are linear.
+
+    Optional covariates c (``n_covariates`` columns, e.g. a one-hot batch or class label) are
+    conditioned on, not modelled: they are appended to the encoder's input and to the
+    decoder's input z.
 
     Parameters
     ----------
@@ -48,21 +57,27 @@ class VAEModule(nn.Module):
         Widths of the encoder's hidden layers; the decoder uses them in reverse order.
     activation : {"identity", "logistic", "tanh", "relu"}
         Nonlinearity between layers.
-    likelihood : torch.nn.Module
+    likelihood : Likelihood
         The observation model, e.g. :class:`GaussianLikelihood`.
+    n_covariates : int, default=0
+        Width of c.
     """
 
-    def __init__(self, n_features, n_components, hidden_layer_sizes, activation, likelihood):
+    def __init__(self, n_features, n_components, hidden_layer_sizes, activation, likelihood,
+                 n_covariates=0):
         super().__init__()
         hidden = tuple(int(h) for h in hidden_layer_sizes)
         self.n_features = int(n_features)
         self.n_components = int(n_components)
+        self.n_covariates = int(n_covariates)
         # nn.Linear draws its default initialization from the global RNG: fork it so building
         # a module never changes the caller's random state (reset_parameters draws the
         # weights from the estimator's own generator).
         with torch.random.fork_rng(devices=[]):
-            self.encoder = mlp(n_features, hidden, 2 * n_components, activation)
-            self.decoder = mlp(n_components, hidden[::-1], likelihood.n_outputs, activation)
+            self.encoder = mlp(n_features + self.n_covariates, hidden, 2 * n_components,
+                               activation)
+            self.decoder = mlp(n_components + self.n_covariates, hidden[::-1],
+                               likelihood.n_outputs, activation)
         self.likelihood = likelihood
         self.register_buffer("in_loc", torch.zeros(self.n_features))
         self.register_buffer("in_scale", torch.ones(self.n_features))
@@ -81,7 +96,7 @@ class VAEModule(nn.Module):
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.zero_()
             if x is not None:
-                bias = self.likelihood.initial_output_bias(x)
+                bias = self.likelihood.initial_output_bias(self.targets(x))
                 if bias is not None:
                     self.decoder[-1].bias.copy_(bias)
 
@@ -90,49 +105,76 @@ class VAEModule(nn.Module):
         with torch.no_grad():
             self.in_loc.copy_(loc)
             self.in_scale.copy_(scale)
-            self.likelihood.set_standardization(loc, scale)
+            self.likelihood.on_standardization(self.in_scale)
 
     def standardize(self, x):
         """(x - in_loc) / in_scale: the encoder's input."""
         return (x - self.in_loc) / self.in_scale
 
+    def targets(self, x):
+        """What the likelihood reads for rows x: standardized rows or x itself."""
+        return self.standardize(x) if self.likelihood.standardizes_targets else x
+
+    def targets_from(self, x, u):
+        """:meth:`targets` when the standardized rows ``u`` of ``x`` are already at hand."""
+        return u if self.likelihood.standardizes_targets else x
+
     def prepare(self, X):
-        """The training rows, standardized once: ``(inputs, targets, standardized)``.
+        """The training rows, standardized once: ``(inputs, targets)``.
 
         ``inputs`` is a row-major copy of ``standardize(X)`` (a minibatch is then a gather of
         contiguous rows, even when X is column-major). ``targets`` is what the likelihood
-        reads: ``inputs`` itself when it accepts standardized rows (``standardized=True``,
-        no second copy), else the rows of X, row-major.
+        reads: ``inputs`` itself when it models standardized rows (no second copy), else the
+        rows of X, row-major.
         """
         with torch.no_grad():
             inputs = torch.empty(X.shape, dtype=X.dtype, device=X.device)
             torch.sub(X, self.in_loc, out=inputs)
             inputs.div_(self.in_scale)
-        if self.shares_standardization():
-            return inputs, inputs, True
-        return inputs, X.contiguous(), False
+        return inputs, self.targets_from(X.contiguous(), inputs)
 
-    def shares_standardization(self):
-        """Whether the likelihood reads the encoder's standardized rows (same loc and scale)."""
-        likelihood = self.likelihood
-        return (
-            getattr(likelihood, "reads_standardized", False)
-            and torch.equal(likelihood.loc, self.in_loc)
-            and torch.equal(likelihood.scale, self.in_scale)
-        )
+    def encode(self, x, c=None):
+        """Mean and log-variance of q(z | x, c), each (n, n_components)."""
+        return self.encode_standardized(self.standardize(x), c)
 
-    def encode(self, x):
-        """Mean and log-variance of q(z | x), each (n, n_components)."""
-        return self.encode_standardized(self.standardize(x))
-
-    def encode_standardized(self, u):
+    def encode_standardized(self, u, c=None):
         """:meth:`encode` for rows already standardized by :meth:`standardize`."""
+        if self.n_covariates:
+            u = torch.cat([u, c], dim=-1)
         mean, logvar = self.encoder(u).chunk(2, dim=-1)
         return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
 
-    def decode(self, z):
-        """Decoder output for latent codes of shape (..., n_components)."""
+    def decode(self, z, c=None):
+        """Decoder output for latent codes of shape (..., n, n_components) and covariates
+        (n, n_covariates), which broadcast over z's leading draw dimensions."""
+        if self.n_covariates:
+            z = torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], dim=-1)
         return self.decoder(z)
+
+    def log_prob(self, targets, params, mask=None):
+        """log p(x | params) in nats, in the units of x, for ``targets(x)`` (see
+        :meth:`targets`): the likelihood's value plus the Jacobian of standardization."""
+        value = self.likelihood.log_prob(targets, params, mask)
+        if not self.likelihood.standardizes_targets:
+            return value
+        log_scale = torch.log(self.in_scale)
+        if mask is None:
+            return value - log_scale.sum()
+        return value - masked_sum(log_scale.expand(mask.shape), mask)
+
+    def mean(self, params):
+        """E[x | z] in the units of x."""
+        mean = self.likelihood.mean(params)
+        return self._to_data_units(mean)
+
+    def sample(self, params, generator):
+        """One draw of x per row of ``params``, in the units of x."""
+        return self._to_data_units(self.likelihood.sample(params, generator))
+
+    def _to_data_units(self, values):
+        if not self.likelihood.standardizes_targets:
+            return values
+        return torch.addcmul(self.in_loc, self.in_scale, values)
 
     def widest(self):
         """Largest layer width: sets how many rows an inference chunk can hold."""

@@ -15,7 +15,15 @@ from sklearn.utils.validation import check_is_fitted
 from .._backend import seed_from, to_numpy
 from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
-from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
+from ..nn import (
+    ACTIVATIONS,
+    ELBO,
+    IWAE,
+    TrainingHistory,
+    VAEModule,
+    monte_carlo_bounds,
+    train_epochs,
+)
 from ..nn._engine import make_optimizer
 
 # Rows of the aggregated posterior kept for sample(latent="aggregated_posterior").
@@ -23,6 +31,8 @@ _MAX_STORED_CODES = 100_000
 # Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
 _INFERENCE_BUDGET = 2**22
 _SEED_MODULUS = 2**62
+# Variance of a component's posterior mean over the data above which it counts as active.
+_ACTIVITY_THRESHOLD = 0.01
 
 
 def _standardization(X):
@@ -42,6 +52,8 @@ class BaseVAE(BaseLatentModel):
         "activation": [StrOptions(set(ACTIVATIONS))],
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup": [Interval(Integral, 0, None, closed="left")],
+        "objective": [StrOptions({"elbo", "iwae"})],
+        "iwae_samples": [Interval(Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -109,6 +121,9 @@ class BaseVAE(BaseLatentModel):
             likelihood,
         )
         return module.to(device=self._device, dtype=self._dtype)
+
+    def _objective(self):
+        return IWAE(self.iwae_samples) if self.objective == "iwae" else ELBO()
 
     def _split_validation(self, X, generator):
         n = X.shape[0]
@@ -227,6 +242,7 @@ class BaseVAE(BaseLatentModel):
                 tol=self.tol,
                 n_iter_no_change=None if incremental else self.n_iter_no_change,
                 verbose=self.verbose,
+                objective=self._objective(),
             )
         except FloatingPointError:
             raise ValueError(
@@ -269,6 +285,7 @@ class BaseVAE(BaseLatentModel):
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
         self._store_codes(X_train, append=incremental and not fresh)
+        self._set_latent_diagnostics(X_train)
         self._after_fit()
         return self
 
@@ -283,6 +300,20 @@ class BaseVAE(BaseLatentModel):
             mean, logvar = mean[-_MAX_STORED_CODES:], logvar[-_MAX_STORED_CODES:]
         self._code_mean, self._code_logvar = mean.clone(), logvar.clone()
 
+    def _set_latent_diagnostics(self, X):
+        """Per-component KL and activity over the training rows, to show posterior collapse.
+
+        A component is active when its posterior mean varies across the data: Burda et al.
+        (2016) call latent unit j active when Var_x(E_q[z_j | x]) > 0.01; an inactive one has
+        q(z_j | x) = p(z_j) for every x, so it carries no information and its KL is ~0.
+        """
+        with torch.no_grad():
+            mean, logvar = self._encode(X)
+        kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar)
+        self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
+        self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
+        self.n_active_components_ = int(np.sum(self.latent_activity_ > _ACTIVITY_THRESHOLD))
+
     # ------------------------------------------------------------------ inference
     def _rows_per_chunk(self):
         return max(1, _INFERENCE_BUDGET // self.module_.widest())
@@ -296,7 +327,7 @@ class BaseVAE(BaseLatentModel):
         rows = self._rows_per_chunk()
         module = self.module_
         parts = [
-            module.likelihood.mean(module.decode(Z[i : i + rows]))
+            module.mean(module.decode(Z[i : i + rows]))
             for i in range(0, Z.shape[0], rows)
         ]
         return torch.cat(parts)
@@ -408,6 +439,42 @@ class BaseVAE(BaseLatentModel):
         _, lower = self._bounds(X)
         return to_numpy(lower, np.float64)
 
+    def score_breakdown(self, X):
+        """Per-row terms of the bounds, to see where a model's likelihood goes.
+
+        With the same draws as :meth:`score_samples`: ``log_likelihood`` (the importance-
+        weighted estimate of log p(x)), ``elbo`` (the ELBO, beta = 1), ``kl`` (KL(q(z | x) ||
+        p(z)) in closed form), ``reconstruction`` (``elbo + kl``, an estimate of
+        E_q[log p(x | z)]) and ``gap`` (``log_likelihood - elbo`` >= 0, how far the encoder's
+        q(z | x) is from the true posterior, as the importance weights see it). A large
+        ``kl`` with a small ``gap`` is a good amortized posterior; ``kl`` near zero for every
+        row is posterior collapse (see also ``kl_per_component_``).
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data.
+
+        Returns
+        -------
+        breakdown : dict of str to ndarray of shape (n_samples,)
+            The five terms above, float64, in nats; ``elbo == reconstruction - kl`` and
+            ``log_likelihood == elbo + gap``.
+        """
+        iw, lower = self._bounds(X)
+        X = self._validated(X)
+        with torch.inference_mode():
+            mean, logvar = self._encode(X)
+            kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+        iw, lower, kl = (to_numpy(v, np.float64) for v in (iw, lower, kl))
+        return {
+            "log_likelihood": iw,
+            "elbo": lower,
+            "reconstruction": lower + kl,
+            "kl": kl,
+            "gap": iw - lower,
+        }
+
     def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior"):
         """Generate rows by ancestral sampling: z, then x ~ p(x | z).
 
@@ -448,9 +515,9 @@ class BaseVAE(BaseLatentModel):
                 )
                 std = torch.exp(0.5 * self._code_logvar[rows])
                 z = self._code_mean[rows] + std * z
-            params = self.module_.decode(z)
-            likelihood = self.module_.likelihood
-            X = likelihood.mean(params) if return_mean else likelihood.sample(params, generator)
+            module = self.module_
+            params = module.decode(z)
+            X = module.mean(params) if return_mean else module.sample(params, generator)
         return to_numpy(X, np.float64)
 
     # ------------------------------------------------------------------ pickling

@@ -36,6 +36,16 @@ class BernoulliVAE(BaseVAE):
         Number of epochs over which the KL weight rises linearly from 0 to ``beta``. Early
         stopping only starts counting once the warm-up is over.
 
+    objective : {"elbo", "iwae"}, default="elbo"
+        What each minibatch step maximizes: the (beta-)ELBO with one draw per row, or the
+        importance-weighted bound of Burda et al. with ``iwae_samples`` draws per row,
+        which is tighter and trains a decoder with a higher likelihood at about
+        ``iwae_samples`` times the cost per epoch. With "iwae", ``beta`` (and the warm-up)
+        weighs log p(z) - log q(z | x) inside each importance weight.
+
+    iwae_samples : int, default=5
+        Importance samples per row of the "iwae" objective (ignored with "elbo").
+
     learning_rate_init : float, default=1e-3
         Learning rate of Adam.
 
@@ -91,13 +101,22 @@ class BernoulliVAE(BaseVAE):
     n_iter_ : int
         Number of epochs run (counting every ``partial_fit`` and warm-started ``fit``).
     loss_curve_ : list of float
-        Training loss per epoch: the negative beta-ELBO per row at that epoch's KL weight.
+        Training loss per epoch: the negative objective (beta-ELBO or IWAE bound) per row at
+        that epoch's KL weight.
     best_loss_ : float
         Smallest value of ``loss_curve_``.
     validation_scores_ : list of float or None
         Validation ELBO per row, per epoch (with ``early_stopping``), else None.
     best_validation_score_ : float or None
         Best of ``validation_scores_``, else None.
+    kl_per_component_ : ndarray of shape (n_components,)
+        Mean over the training rows of KL(q(z_j | x) || N(0, 1)) for each latent component,
+        in nats: the information each carries. Near zero means the component collapsed onto
+        the prior.
+    latent_activity_ : ndarray of shape (n_components,)
+        Variance over the training rows of each component's posterior mean.
+    n_active_components_ : int
+        Components with ``latent_activity_ > 0.01`` (active units, Burda et al. 2016).
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -154,6 +173,8 @@ class BernoulliVAE(BaseVAE):
         activation="relu",
         beta=1.0,
         kl_warmup=0,
+        objective="elbo",
+        iwae_samples=5,
         learning_rate_init=1e-3,
         batch_size=128,
         max_iter=200,
@@ -173,6 +194,8 @@ class BernoulliVAE(BaseVAE):
         self.activation = activation
         self.beta = beta
         self.kl_warmup = kl_warmup
+        self.objective = objective
+        self.iwae_samples = iwae_samples
         self.learning_rate_init = learning_rate_init
         self.batch_size = batch_size
         self.max_iter = max_iter
