@@ -70,15 +70,20 @@ def test_fused_adam_is_used_where_available():
     assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach")
 
 
-def test_stopping_waits_for_the_end_of_the_warmup():
-    # tol is huge, so every counted epoch after the first is "no improvement".
-    for warmup, expected in ((0, 2), (5, 6)):
-        module, optimizer, generator, X = _setup()
-        history = TrainingHistory()
-        result = _train(module, optimizer, generator, X, history, kl_warmup=warmup, tol=1e9,
-                        n_iter_no_change=1)
-        assert result.status == "converged"
-        assert history.n_epochs == expected
+@pytest.mark.parametrize("warmup", [0, 1, 5])
+def test_stopping_counts_only_epochs_at_full_beta(warmup):
+    # Epochs 0 .. warmup - 1 train at a KL weight below beta and are not compared. tol is
+    # huge, so the first counted epoch sets the reference and the next one stops training.
+    module, optimizer, generator, X = _setup()
+    history = TrainingHistory()
+    result = _train(module, optimizer, generator, X, history, kl_warmup=warmup, tol=1e9,
+                    n_iter_no_change=1)
+    assert result.status == "converged"
+    assert history.n_epochs == warmup + 2
+    if warmup:
+        assert kl_weight(warmup - 1, 1.0, warmup) < 1.0 == kl_weight(warmup, 1.0, warmup)
+    # Only the full-beta losses entered the comparison.
+    assert history.best_loss == min(history.loss_curve[warmup:])
 
 
 def test_early_stopping_restores_best_validation_weights():

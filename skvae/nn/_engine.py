@@ -109,7 +109,7 @@ def train_epochs(
 ):
     """Train ``module`` on ``X`` for up to ``max_epochs`` epochs, updating ``history``.
 
-    Stopping: once the KL weight has reached ``beta``, an epoch that does not improve the best
+    Stopping: once the KL weight has reached ``beta`` (epochs ``kl_warmup`` on), an epoch that does not improve the best
     validation ELBO by more than ``tol`` (or, without ``X_val``, the best training loss by more
     than ``tol``) counts as no improvement; ``n_iter_no_change`` of them in a row end training
     ("converged"). With ``X_val`` the best weights are restored at the end.
@@ -160,8 +160,8 @@ def train_epochs(
                 f"Epoch {history.n_epochs}, loss = {loss:.6g}{shown}, "
                 f"{time.perf_counter() - started:.2f} s"
             )
-        if n_iter_no_change is None or epoch + 1 < kl_warmup:
-            continue  # the objective is still changing under the warm-up: nothing to compare
+        if n_iter_no_change is None or epoch < kl_warmup:
+            continue  # trained below full beta (warm-up): the objective is still changing
         if score is not None:
             improved = score > history.best_validation_score + tol
             if score > history.best_validation_score:
