@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skvae.nn import GaussianLikelihood, TrainingHistory, VAEModule, kl_weight, train_epochs
-from skvae.nn._engine import make_optimizer, snapshot
+from skvae.nn._engine import load_optimizer_state, make_optimizer, snapshot
 
 N, D, K = 96, 5, 2
 
@@ -65,9 +65,56 @@ def test_training_lowers_the_loss_and_is_deterministic():
         assert torch.equal(states[0][name], states[1][name])
 
 
-def test_fused_adam_is_used_where_available():
-    module, optimizer, _, _ = _setup()
-    assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach")
+def _torch_version():
+    return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def test_fused_adam_is_used_on_the_cpu_where_torch_has_it():
+    # torch 2.4 brought the fused Adam kernel to the CPU; before it only the foreach one ran.
+    _, optimizer, _, _ = _setup()
+    fused = _torch_version() >= (2, 4)
+    assert bool(optimizer.defaults["fused"]) is fused
+    assert bool(optimizer.defaults["foreach"]) is not fused
+
+
+def test_foreach_adam_is_the_fallback_where_fused_is_refused(monkeypatch):
+    class NoFusedAdam(torch.optim.Adam):  # what torch < 2.4 does with CPU tensors
+        def __init__(self, params, **options):
+            if options.get("fused"):
+                raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+            super().__init__(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
+    module, optimizer, generator, X = _setup()
+    assert isinstance(optimizer, NoFusedAdam)
+    assert not optimizer.defaults["fused"] and optimizer.defaults["foreach"] is True
+    history = TrainingHistory()
+    _train(module, optimizer, generator, X, history, max_epochs=3)
+    assert history.loss_curve[-1] < history.loss_curve[0]
+
+
+@pytest.mark.parametrize("flags", [
+    {"fused": True, "foreach": None, "capturable": False},  # fused Adam, e.g. on CUDA
+    {"fused": None, "foreach": True, "capturable": True},  # CUDA-graph capturable Adam
+])
+def test_optimizer_state_from_another_device_trains_on_the_cpu(flags):
+    module, optimizer, generator, X = _setup()
+    _train(module, optimizer, generator, X, TrainingHistory(), max_epochs=2)
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        group.update(flags)
+    fresh = make_optimizer(module.parameters(), 1e-2)
+    expected = {key: fresh.param_groups[0][key] for key in flags}
+    load_optimizer_state(fresh, state)
+    for group in fresh.param_groups:
+        assert {key: group[key] for key in flags} == expected
+    # The moments came along (the state is not reset) ...
+    for param in module.parameters():
+        assert torch.equal(fresh.state[param]["exp_avg"], optimizer.state[param]["exp_avg"])
+    # ... and training goes on with them.
+    history = TrainingHistory()
+    _train(module, fresh, generator, X, history, max_epochs=2)
+    assert np.all(np.isfinite(history.loss_curve))
 
 
 @pytest.mark.parametrize("warmup", [0, 1, 5])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from skvae import BernoulliVAE, GaussianVAE
+from skvae.nn._engine import make_optimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -42,6 +43,28 @@ def test_cuda_pickle_loads_on_a_machine_without_cuda(cls, monkeypatch):
     np.testing.assert_allclose(loaded.score_samples(_X()), expected_scores, rtol=1e-4)
     loaded.partial_fit(_X())  # the optimizer state came along and works on the CPU
     assert loaded.n_iter_ == 4
+
+
+@pytest.mark.parametrize("flags", [
+    {"fused": True, "foreach": None, "capturable": False},  # make_optimizer's CUDA Adam
+    {"fused": None, "foreach": True, "capturable": True},  # a capturable CUDA Adam
+])
+def test_optimizer_state_of_a_cuda_model_trains_on_the_cpu(flags, monkeypatch):
+    model = _fit_as_if_on_cuda(GaussianVAE)
+    for group in model._optimizer.param_groups:
+        group.update(flags)
+    payload = pickle.dumps(model)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(payload)
+    # The loaded optimizer runs with the flags a fresh optimizer on this machine gets.
+    fresh = make_optimizer(loaded.module_.parameters(), 1e-3).defaults
+    for group in loaded._optimizer.param_groups:
+        for key in flags:
+            assert group[key] == fresh[key], key
+    loaded.partial_fit(_X())
+    loaded.set_params(warm_start=True, max_iter=2).fit(_X())
+    assert loaded.n_iter_ == 6
+    assert np.all(np.isfinite(loaded.score_samples(_X())))
 
 
 @pytest.mark.cuda

@@ -35,6 +35,29 @@ def make_optimizer(parameters, learning_rate):
         return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
+# Flags that say how Adam's step runs, not what it has learned: they belong to the machine.
+_KERNEL_FLAGS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer, state):
+    """Load a state dict saved elsewhere (another device or torch) into ``optimizer``.
+
+    ``load_state_dict`` also takes the saved param groups' kernel flags: a fused or
+    capturable optimizer saved on CUDA would then step with a kernel this machine's tensors
+    may not support (fused CPU Adam needs torch >= 2.4; capturable needs an accelerator).
+    The moments and step counts are loaded; the flags stay those ``optimizer`` was built with.
+    """
+    flags = [{key: group[key] for key in _KERNEL_FLAGS if key in group}
+             for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, flags):
+        for key in _KERNEL_FLAGS:
+            if key in own:
+                group[key] = own[key]
+            else:
+                group.pop(key, None)
+
+
 def snapshot(module):
     """A detached copy of the module's parameters and buffers."""
     return {name: value.detach().clone() for name, value in module.state_dict().items()}

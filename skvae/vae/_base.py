@@ -16,7 +16,7 @@ from .._backend import seed_from, to_numpy
 from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
-from ..nn._engine import make_optimizer
+from ..nn._engine import load_optimizer_state, make_optimizer
 
 # Rows of the aggregated posterior kept for sample(latent="aggregated_posterior").
 _MAX_STORED_CODES = 100_000
@@ -479,7 +479,7 @@ class BaseVAE(BaseLatentModel):
             optimizer_state = self.__dict__.get("_optimizer")
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             if isinstance(optimizer_state, dict):
-                optimizer.load_state_dict(optimizer_state)
+                load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
         for name in ("_code_mean", "_code_logvar"):
             value = self.__dict__.get(name)
