@@ -186,6 +186,86 @@ def test_nan_in_the_first_epoch_raises():
         _train(module, optimizer, generator, X, TrainingHistory())
 
 
+def _on_step(optimizer, number, action):
+    """Make the ``number``-th call of ``optimizer.step`` (counted from 1) also run ``action``."""
+    original, count = optimizer.step, [0]
+
+    def step(*args, **kwargs):
+        out = original(*args, **kwargs)
+        count[0] += 1
+        if count[0] == number:
+            action()
+        return out
+
+    optimizer.step = step
+
+
+def test_non_finite_weights_after_an_epoch_are_rolled_back():
+    # 96 rows in batches of 32: 3 steps per epoch. The last step of epoch 2 makes a weight
+    # infinite after that epoch's (finite) loss was computed.
+    module, optimizer, generator, X = _setup()
+    history = TrainingHistory()
+    _train(module, optimizer, generator, X, history, max_epochs=1)
+    after_first = snapshot(module)
+    weight = next(module.parameters())
+    _on_step(optimizer, 3, lambda: weight.data.fill_(float("inf")))
+    result = _train(module, optimizer, generator, X, history, max_epochs=3)
+    assert result.status == "diverged" and result.diverged_at == 2
+    assert history.n_epochs == len(history.loss_curve) == 1
+    for name, value in snapshot(module).items():
+        assert torch.equal(value, after_first[name]), name
+
+
+def test_non_finite_weights_in_the_first_epoch_raise():
+    module, optimizer, generator, X = _setup()
+    weight = next(module.parameters())
+    _on_step(optimizer, 3, lambda: weight.data.fill_(float("nan")))
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        _train(module, optimizer, generator, X, TrainingHistory())
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def _trained(epochs):
+    module, optimizer, generator, X = _setup()
+    history = TrainingHistory()
+    if epochs:
+        _train(module, optimizer, generator, X, history, max_epochs=epochs)
+    return module, optimizer, generator, X, history
+
+
+def test_interrupt_after_finished_epochs_keeps_them():
+    # Ctrl-C in the second minibatch of epoch 3 (counted from 0): the call ends as if
+    # max_epochs had been 3, weights and optimizer state bit for bit.
+    reference, reference_optimizer, *_ = _trained(3)
+    module, optimizer, generator, X, history = _trained(0)
+    _on_step(optimizer, 3 * 3 + 2, _interrupt)
+    result = _train(module, optimizer, generator, X, history, max_epochs=10)
+    assert result.status == "interrupted" and result.epochs_run == 3
+    assert history.n_epochs == len(history.loss_curve) == 3
+    for name, value in snapshot(reference).items():
+        assert torch.equal(snapshot(module)[name], value), name
+    for param, reference_param in zip(module.parameters(), reference.parameters()):
+        assert torch.equal(optimizer.state[param]["exp_avg_sq"],
+                           reference_optimizer.state[reference_param]["exp_avg_sq"])
+
+
+def test_interrupt_before_an_epoch_finished_reraises_and_changes_nothing():
+    module, optimizer, generator, X, history = _trained(2)
+    weights = snapshot(module)
+    moments = {i: optimizer.state[p]["exp_avg"].clone() for i, p in enumerate(module.parameters())}
+    _on_step(optimizer, 2, _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _train(module, optimizer, generator, X, history, max_epochs=5)
+    assert history.n_epochs == len(history.loss_curve) == 2
+    for name, value in snapshot(module).items():
+        assert torch.equal(value, weights[name]), name
+    for i, param in enumerate(module.parameters()):
+        assert torch.equal(optimizer.state[param]["exp_avg"], moments[i])
+
+
 def test_verbose_prints_one_line_per_epoch():
     module, optimizer, generator, X = _setup()
     lines = []

@@ -372,9 +372,131 @@ def test_diverging_first_epoch_raises_and_leaves_model_unfitted():
     X = _gaussian_data()
     X[0, 0] = 1e38  # finite, but squares overflow float32
     model = GaussianVAE(n_components=2, **SMALL)
-    with pytest.raises(ValueError, match="non-finite loss in its first epoch.*scale X"):
+    with pytest.raises(ValueError, match="diverged in its first epoch.*scale X"):
         model.fit(X)
     assert not hasattr(model, "module_")
+
+
+def _all_finite(model):
+    return all(bool(torch.isfinite(p).all()) for p in model.module_.parameters())
+
+
+@pytest.mark.parametrize("learning_rate", [1e3, 1e6])
+@pytest.mark.parametrize("model, X", _models())
+def test_a_diverging_learning_rate_never_leaves_a_non_finite_model(model, X, learning_rate):
+    fresh = clone(model).set_params(learning_rate_init=learning_rate, max_iter=5)
+    try:
+        fresh.fit(X)
+    except ValueError as error:
+        assert f"learning_rate_init={learning_rate}" in str(error)
+        assert not hasattr(fresh, "module_")
+    else:
+        assert _all_finite(fresh) and np.all(np.isfinite(fresh.score_samples(X)))
+    # From a good model, warm starts and partial fits keep finite weights (warning if any
+    # epoch diverged, and then keeping the weights from before it).
+    warm = clone(model).set_params(max_iter=3).fit(X)
+    warm.set_params(warm_start=True, learning_rate_init=learning_rate)
+    for method in ("fit", "partial_fit", "fit"):
+        getattr(warm, method)(X)
+        assert _all_finite(warm) and np.all(np.isfinite(warm.score_samples(X)))
+        assert np.all(np.isfinite(warm.loss_curve_))
+
+
+def _on_step(monkeypatch, number, action):
+    """From now on, the ``number``-th optimizer step of training also runs ``action(module)``."""
+    from skvae.nn import _engine
+
+    original, count = _engine._epoch, [0]
+
+    def epoch(module, optimizer, *args):
+        step = optimizer.step
+
+        def patched(*a, **k):
+            out = step(*a, **k)
+            count[0] += 1
+            if count[0] == number:
+                action(module)
+            return out
+
+        optimizer.step = patched
+        try:
+            return original(module, optimizer, *args)
+        finally:
+            del optimizer.step
+
+    monkeypatch.setattr(_engine, "_epoch", epoch)
+
+
+def _poison_weights_at_step(monkeypatch, number, value=float("inf")):
+    _on_step(monkeypatch, number, lambda module: next(module.parameters()).data.fill_(value))
+
+
+def _interrupt_at_step(monkeypatch, number):
+    def interrupt(module):
+        raise KeyboardInterrupt
+
+    _on_step(monkeypatch, number, interrupt)
+
+
+@pytest.mark.parametrize("model, X", _models())
+def test_non_finite_weights_after_the_last_step_are_not_kept(model, X, monkeypatch):
+    # 150 rows, batches of 64: 3 steps per epoch. The last step of the last epoch makes a
+    # weight infinite after the epoch's loss was computed: the loss alone would not show it.
+    reference = clone(model).set_params(max_iter=2).fit(X)
+    _poison_weights_at_step(monkeypatch, 9)
+    model = clone(model).set_params(max_iter=3)
+    with pytest.warns(ConvergenceWarning, match="non-finite in epoch 3.*restored"):
+        model.fit(X)
+    assert model.n_iter_ == 2 and _all_finite(model)
+    np.testing.assert_array_equal(model.score_samples(X), reference.score_samples(X))
+    # In the first epoch there are no finite weights to keep: a clear error.
+    monkeypatch.undo()
+    _poison_weights_at_step(monkeypatch, 3, float("nan"))
+    fresh = clone(model)
+    with pytest.raises(ValueError, match=r"diverged in its first epoch.*learning_rate_init=0\.001"):
+        fresh.fit(X)
+    assert not hasattr(fresh, "module_")
+
+
+@pytest.mark.parametrize("model, X", _models())
+def test_interrupt_after_finished_epochs_warns_and_keeps_them(model, X, monkeypatch):
+    # Ctrl-C in the second minibatch of epoch 3 (counted from 0), 3 minibatches per epoch:
+    # like sklearn's MLP, training stops with a warning and the model is the 3-epoch one.
+    reference = clone(model).set_params(max_iter=3).fit(X)
+    _interrupt_at_step(monkeypatch, 3 * 3 + 2)
+    model = clone(model)
+    with pytest.warns(ConvergenceWarning, match="interrupted.*epoch 4"):
+        assert model.fit(X) is model
+    monkeypatch.undo()
+    assert model.n_iter_ == len(model.loss_curve_) == 3
+    assert model.loss_curve_ == reference.loss_curve_
+    np.testing.assert_array_equal(model.score_samples(X), reference.score_samples(X))
+    # Training continues exactly as after an uninterrupted fit.
+    model.partial_fit(X), reference.partial_fit(X)
+    np.testing.assert_array_equal(model.transform(X), reference.transform(X))
+
+
+@pytest.mark.parametrize("model, X", _models())
+def test_interrupt_before_an_epoch_finished_changes_nothing(model, X, monkeypatch):
+    fresh = clone(model)
+    _interrupt_at_step(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        fresh.fit(X)
+    assert not hasattr(fresh, "module_") and vars(fresh) == vars(clone(model))
+    monkeypatch.undo()
+    # A fitted model interrupted in the first epoch of partial_fit or of a warm start is the
+    # model it was: the next partial_fit gives what it would have without the interruption.
+    fitted, reference = clone(model).fit(X), clone(model).fit(X)
+    fitted.set_params(warm_start=True)
+    for method in ("partial_fit", "fit"):
+        _interrupt_at_step(monkeypatch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            getattr(fitted, method)(X)
+        monkeypatch.undo()
+        assert fitted.n_iter_ == 15 and fitted.loss_curve_ == reference.loss_curve_
+    fitted.partial_fit(X), reference.partial_fit(X)
+    assert fitted.loss_curve_ == reference.loss_curve_
+    np.testing.assert_array_equal(fitted.transform(X), reference.transform(X))
 
 
 def test_float64_networks():

@@ -5,6 +5,7 @@ the data (``_check_values``) and add fitted attributes (``_after_fit``).
 """
 
 import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -201,16 +202,23 @@ class BaseVAE(BaseLatentModel):
             generator = torch.Generator(device=self._device).manual_seed(
                 (seed * 1_000_003 + 7919 * self._history.n_epochs + 1) % _SEED_MODULUS
             )
-            module, optimizer, history = self.module_, self._optimizer, self._history
+            module, optimizer = self.module_, self._optimizer
+            # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
+            history = replace(
+                self._history,
+                loss_curve=list(self._history.loss_curve),
+                validation_scores=None if self._history.validation_scores is None
+                else list(self._history.validation_scores),
+                no_improvement_count=0,
+                best_loss=np.inf,
+                best_validation_score=-np.inf,
+                best_state=None,
+            )
             for group in optimizer.param_groups:
                 group["lr"] = self.learning_rate_init
             X_train, X_val = X, None
             if self.early_stopping and not incremental:
                 X_train, X_val = self._split_validation(X, generator)
-            history.no_improvement_count = 0
-            history.best_loss = np.inf
-            history.best_validation_score = -np.inf
-            history.best_state = None
 
         try:
             result = train_epochs(
@@ -230,18 +238,27 @@ class BaseVAE(BaseLatentModel):
             )
         except FloatingPointError:
             raise ValueError(
-                f"{type(self).__name__} produced a non-finite loss in its first epoch, so no "
-                "finite weights exist to keep. The data may hold huge values: scale X (e.g. "
-                f"with sklearn.preprocessing.StandardScaler) or lower learning_rate_init="
-                f"{self.learning_rate_init}."
+                f"{type(self).__name__} diverged in its first epoch (the loss or the weights "
+                "became non-finite), so no finite weights exist to keep. Lower "
+                f"learning_rate_init={self.learning_rate_init} (e.g. to "
+                f"{self.learning_rate_init / 10:g}), or scale X (e.g. with "
+                "sklearn.preprocessing.StandardScaler) if it holds huge values."
             ) from None
 
         if result.status == "diverged":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             warnings.warn(
-                f"{type(self).__name__}: the training loss became non-finite in epoch "
-                f"{result.diverged_at}; training stopped and the best finite weights were "
-                f"restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
+                f"{type(self).__name__}: the training loss or weights became non-finite in "
+                f"epoch {result.diverged_at}; training stopped and the best finite weights "
+                f"were restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
+                ConvergenceWarning,
+            )
+        elif result.status == "interrupted":
+            warnings.warn(
+                f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt) "
+                f"in epoch {history.n_epochs + 1}; the model keeps the weights of the "
+                f"{result.epochs_run} finished epoch(s) of this call (the best validation "
+                "epoch with early_stopping).",
                 ConvergenceWarning,
             )
         elif result.status == "max_iter" and not incremental:
