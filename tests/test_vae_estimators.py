@@ -242,11 +242,57 @@ def test_sample_options(model, X):
         np.testing.assert_allclose(sample.mean(0), X.mean(0), atol=0.35 * X.std(0).max() + 0.1)
 
 
-def test_sample_from_aggregated_posterior_uses_training_codes():
-    model = GaussianVAE(n_components=2, **SMALL).fit(_gaussian_data())
-    assert model._code_mean.shape == (150, 2)
-    model.partial_fit(_gaussian_data(n=40, seed=1))
-    assert model._code_mean.shape == (190, 2)
+def _clusters(n, centers, seed):
+    """``n`` rows around each center, sorted by cluster."""
+    rng = np.random.RandomState(seed)
+    return np.vstack([c + 0.3 * rng.normal(size=(n, len(c))) for c in centers])
+
+
+def _cluster_counts(rows, centers):
+    nearest = np.argmin(((rows[:, None, :] - np.asarray(centers)) ** 2).sum(-1), axis=1)
+    return np.bincount(nearest, minlength=len(centers))
+
+
+def test_aggregated_posterior_keeps_a_uniform_sample_of_all_training_rows(monkeypatch):
+    from skvae.vae import _base
+
+    monkeypatch.setattr(_base, "_RESERVOIR_MAX_ROWS", 100)
+    centers = [[-3.0] * 4, [3.0] * 4, [3.0, -3.0, 3.0, -3.0]]
+    X = _clusters(600, centers[:2], seed=0)  # sorted: 600 of cluster 0, then 600 of cluster 1
+    model = GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(X)
+    rows = model._reservoir_rows.numpy()
+    assert rows.shape == (100, 4)
+    # Training rows, each once ...
+    assert len(np.unique(rows, axis=0)) == 100
+    assert np.isin(rows.view([("", rows.dtype)] * 4), X.astype(np.float32).view(
+        [("", np.float32)] * 4)).all()
+    # ... drawn uniformly: both clusters in proportion (hypergeometric sd about 5 rows).
+    assert 35 <= _cluster_counts(rows, centers)[0] <= 65
+    # partial_fit merges: a uniform sample of all 1800 rows seen, a third of them new.
+    model.partial_fit(_clusters(600, centers[2:], seed=1))
+    counts = _cluster_counts(model._reservoir_rows.numpy(), centers)
+    assert counts.sum() == 100 and all(19 <= c <= 48 for c in counts), counts
+    # A fresh fit starts a new sample; the number of stored values is capped too.
+    monkeypatch.setattr(_base, "_RESERVOIR_MAX_VALUES", 40)
+    model.fit(X[:50])
+    assert model._reservoir_rows.shape == (10, 4)
+
+
+def test_aggregated_posterior_codes_come_from_the_current_encoder():
+    X = _gaussian_data()
+    model = GaussianVAE(n_components=2, **SMALL).fit(X)
+    model.partial_fit(_gaussian_data(seed=1))
+    # Move every posterior mean by +50 after training: samples must see the moved codes.
+    with torch.no_grad():
+        model.module_.encoder[-1].bias[:2] += 50.0
+    codes = model.transform(model._reservoir_rows).mean(0)
+    decoded = []
+    decode = model.module_.decode
+    model.module_.decode = lambda z: decoded.append(z.clone()) or decode(z)
+    model.sample(2000, random_state=0, latent="aggregated_posterior")
+    del model.module_.decode
+    assert codes.min() > 40
+    np.testing.assert_allclose(decoded[0].mean(0).numpy(), codes, atol=0.2)
 
 
 @pytest.mark.parametrize("model, X", _models())

@@ -19,8 +19,10 @@ from .._compat import Interval, StrOptions, _fit_context
 from ..nn import ACTIVATIONS, TrainingHistory, VAEModule, monte_carlo_bounds, train_epochs
 from ..nn._engine import load_optimizer_state, make_optimizer
 
-# Rows of the aggregated posterior kept for sample(latent="aggregated_posterior").
-_MAX_STORED_CODES = 100_000
+# Training rows kept for sample(latent="aggregated_posterior"): at most this many rows and
+# this many values (rows x features), a uniform random sample of every row trained on.
+_RESERVOIR_MAX_ROWS = 100_000
+_RESERVOIR_MAX_VALUES = 2**23
 # Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
 _INFERENCE_BUDGET = 2**22
 _SEED_MODULUS = 2**62
@@ -285,20 +287,30 @@ class BaseVAE(BaseLatentModel):
         else:
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
-        self._store_codes(X_train, append=incremental and not fresh)
+        self._update_reservoir(X_train, generator, merge=not fresh)
         self._after_fit()
         return self
 
-    def _store_codes(self, X, *, append):
-        """Keep q(z | x) of the training rows for sampling from the aggregated posterior."""
-        with torch.no_grad():
-            mean, logvar = self._encode(X)
-        if append:
-            mean = torch.cat([self._code_mean, mean])[-_MAX_STORED_CODES:]
-            logvar = torch.cat([self._code_logvar, logvar])[-_MAX_STORED_CODES:]
-        else:
-            mean, logvar = mean[-_MAX_STORED_CODES:], logvar[-_MAX_STORED_CODES:]
-        self._code_mean, self._code_logvar = mean.clone(), logvar.clone()
+    def _update_reservoir(self, X, generator, *, merge):
+        """Keep a uniform random sample of the training rows for the aggregated posterior.
+
+        Every row gets an independent uniform key and the rows with the smallest keys are
+        kept (bottom-k sampling): merging the kept rows of earlier calls with a new chunk
+        gives a uniform sample of all rows seen, whatever their order. Rows, not codes, are
+        kept, so sampling encodes them with the current encoder.
+        """
+        size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // X.shape[1]))
+        keys = torch.rand(X.shape[0], generator=generator, device=X.device, dtype=torch.float64)
+        rows = X
+        for stage in ("new", "merged"):
+            if keys.shape[0] > size:
+                keys, index = torch.topk(keys, size, largest=False, sorted=False)
+                rows = rows.index_select(0, index)
+            if stage == "new" and merge:
+                keys = torch.cat([self._reservoir_keys, keys])
+                rows = torch.cat([self._reservoir_rows, rows])
+        # A copy: X may share the caller's memory.
+        self._reservoir_keys, self._reservoir_rows = keys.clone(), rows.clone()
 
     # ------------------------------------------------------------------ inference
     def _rows_per_chunk(self):
@@ -438,8 +450,10 @@ class BaseVAE(BaseLatentModel):
             Return the decoded mean E[x | z] instead of a draw from p(x | z).
         latent : {"prior", "aggregated_posterior"}, default="prior"
             Where z comes from: the prior N(0, I), or the aggregated posterior of the training
-            data (pick a training row at random, then z ~ q(z | x_row)), which follows the
-            data more closely when q does not match the prior.
+            data (pick a training row at random, then z ~ q(z | x_row) with the current
+            encoder), which follows the data more closely when q does not match the prior.
+            The rows come from a uniform random sample of at most 100,000 of all rows
+            trained on (``fit``, and every later ``partial_fit`` or warm start).
 
         Returns
         -------
@@ -460,11 +474,11 @@ class BaseVAE(BaseLatentModel):
             z = torch.randn((n_samples, self.n_components_), **options)
             if latent == "aggregated_posterior":
                 rows = torch.randint(
-                    self._code_mean.shape[0], (n_samples,), generator=generator,
+                    self._reservoir_rows.shape[0], (n_samples,), generator=generator,
                     device=self._device,
                 )
-                std = torch.exp(0.5 * self._code_logvar[rows])
-                z = self._code_mean[rows] + std * z
+                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows))
+                z = mean + torch.exp(0.5 * logvar) * z
             params = self.module_.decode(z)
             likelihood = self.module_.likelihood
             X = likelihood.mean(params) if return_mean else likelihood.sample(params, generator)
@@ -498,7 +512,7 @@ class BaseVAE(BaseLatentModel):
             if isinstance(optimizer_state, dict):
                 load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
-        for name in ("_code_mean", "_code_logvar"):
+        for name in ("_reservoir_rows", "_reservoir_keys"):
             value = self.__dict__.get(name)
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(self._device))
