@@ -48,24 +48,29 @@ class SquashedBernoulliVAE(BernoulliVAE):
     def _check_input(self, X, **kwargs):
         return torch.sigmoid(super()._check_input(X, **kwargs))
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = False  # any real X is squashed into (0, 1)
+        return tags
 
-_FLOAT32_REASON = (
-    "float32 networks: other batch sizes and row orders change BLAS blocking, so results "
-    "agree to ~1e-6 relative, not the check's 1e-7; see "
-    "test_rows_are_scored_independently_of_the_batch"
-)
-_SQUASHED_XFAIL = {
-    "check_methods_subset_invariance": _FLOAT32_REASON,
-    "check_methods_sample_order_invariance": _FLOAT32_REASON,
-}
+
+# Batch-invariance checks compare to ~1e-7; float32 networks agree to ~1e-6 relative (BLAS
+# blocking depends on the batch), so they run on the float64 instance only; float32 is tested
+# with its own tolerance in test_rows_are_scored_independently_of_the_batch.
+_FLOAT32_SKIPPED = {"check_methods_subset_invariance", "check_methods_sample_order_invariance"}
+_SQUASHED_SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=5, batch_size=32,
+                       n_importance_samples=8, device="cpu", random_state=0)
 
 
 @parametrize_with_checks(
-    [SquashedBernoulliVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=5, batch_size=32,
-                          n_importance_samples=8, device="cpu", random_state=0)],
-    expected_failed_checks=lambda est: _SQUASHED_XFAIL,
+    [SquashedBernoulliVAE(**_SQUASHED_SMALL),
+     SquashedBernoulliVAE(**_SQUASHED_SMALL, dtype="float64")],
+    xfail_strict=True,
 )
 def test_bernoulli_vae_passes_sklearn_checks_on_unit_interval_data(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if estimator.dtype == "float32" and name in _FLOAT32_SKIPPED:
+        pytest.skip("float32 batch-invariance is luck at the check's 1e-7; run on float64")
     check(estimator)
 
 
