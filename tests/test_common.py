@@ -1,40 +1,38 @@
 """scikit-learn's own estimator checks over every public estimator, with small settings."""
 
 import pytest
+from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import PPCA, BernoulliVAE, FactorAnalysisEM, GaussianVAE
 
 # Each estimator is built with settings small enough for the checks' tiny data sets.
+_VAE_SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=5, batch_size=32,
+                  n_importance_samples=8, device="cpu", random_state=0)
 ESTIMATORS = [
     PPCA(device="cpu"),
     PPCA(solver="em", device="cpu", random_state=0),
     FactorAnalysisEM(device="cpu", max_iter=200),
-    GaussianVAE(
-        n_components=2, hidden_layer_sizes=(8,), max_iter=5, batch_size=32,
-        n_importance_samples=8, device="cpu", random_state=0,
-    ),
-    BernoulliVAE(
-        n_components=2, hidden_layer_sizes=(8,), max_iter=5, batch_size=32,
-        n_importance_samples=8, device="cpu", random_state=0,
-    ),
+    GaussianVAE(**_VAE_SMALL),
+    GaussianVAE(**_VAE_SMALL, dtype="float64"),
+    BernoulliVAE(**_VAE_SMALL),
 ]
 
-# {estimator class name: {check name: reason}}: every expected failure says why.
-EXPECTED_FAILED_CHECKS = {
-    "GaussianVAE": {
-        name: (
-            "float32 networks: other batch sizes and row orders change the BLAS blocking, so "
-            "results agree to ~1e-6 relative, not the check's 1e-7 (it may pass by luck); "
-            "tested with float32 tolerance and to float64 rounding in "
-            "tests/test_vae_estimators.py"
-        )
-        for name in ["check_methods_subset_invariance", "check_methods_sample_order_invariance"]
-    },
+# Checks that compare results on a batch with results on its subsets or a permutation to
+# about 1e-7. float32 networks agree to ~1e-6 relative (other batch sizes change the BLAS
+# blocking), so these pass or fail by luck for float32 instances: skipped there, run on the
+# float64 instance, and tested with float32 tolerance in tests/test_vae_estimators.py.
+FLOAT32_SKIPPED_CHECKS = {
+    "check_methods_subset_invariance",
+    "check_methods_sample_order_invariance",
 }
-# BernoulliVAE rightly rejects data outside [0, 1], and these checks feed Gaussian blobs or
-# shifted positive data. tests/test_vae_estimators.py runs the same checks on BernoulliVAE
-# behind a sigmoid (a Pipeline that maps the checks' data into [0, 1]).
+
+# {estimator class name: {check name: reason}}: every expected failure says why.
+EXPECTED_FAILED_CHECKS = {}
+# BernoulliVAE rightly rejects data outside [0, 1] (its positive_only tag is set), and these
+# checks feed Gaussian blobs or data shifted to be positive but above 1.
+# tests/test_vae_estimators.py runs the same checks on BernoulliVAE behind a sigmoid (a
+# subclass that maps the checks' data into [0, 1]).
 _BERNOULLI_REASON = (
     "feeds data outside [0, 1], which BernoulliVAE rejects with a ValueError; covered with "
     "[0, 1] data in tests/test_vae_estimators.py"
@@ -48,7 +46,6 @@ EXPECTED_FAILED_CHECKS["BernoulliVAE"] = {
         "check_estimators_fit_returns_self",
         "check_readonly_memmap_input",
         "check_n_features_in_after_fitting",
-        "check_positive_only_tag_during_fit",
         "check_pipeline_consistency",
         "check_estimators_pickle",
         "check_f_contiguous_array_estimator",
@@ -73,7 +70,25 @@ def _expected_failed_checks(estimator):
     return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
 
 
+def _check_name(check):
+    return getattr(check, "func", check).__name__
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+@parametrize_with_checks(
+    ESTIMATORS, expected_failed_checks=_expected_failed_checks, xfail_strict=True
+)
 def test_sklearn_compatible_estimator(estimator, check):
+    name = _check_name(check)
+    if (getattr(estimator, "dtype", None) == "float32" and name in FLOAT32_SKIPPED_CHECKS
+            and name not in _expected_failed_checks(estimator)):
+        pytest.skip("float32 batch-invariance is luck at the check's 1e-7; run on float64")
     check(estimator)
+
+
+def test_float32_checks_are_skipped_only_where_a_float64_twin_runs_them():
+    for estimator in ESTIMATORS:
+        skipped = FLOAT32_SKIPPED_CHECKS - set(_expected_failed_checks(estimator))
+        if getattr(estimator, "dtype", None) == "float32" and skipped:
+            twin = clone(estimator).set_params(dtype="float64")
+            assert any(repr(twin) == repr(other) for other in ESTIMATORS), repr(twin)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from skvae.nn import GaussianLikelihood, TrainingHistory, VAEModule, kl_weight, train_epochs
-from skvae.nn._engine import make_optimizer, snapshot
+from skvae.nn._engine import load_optimizer_state, make_optimizer, snapshot
 
 N, D, K = 96, 5, 2
 
@@ -65,20 +65,72 @@ def test_training_lowers_the_loss_and_is_deterministic():
         assert torch.equal(states[0][name], states[1][name])
 
 
-def test_fused_adam_is_used_where_available():
-    module, optimizer, _, _ = _setup()
-    assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach")
+def _torch_version():
+    return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
 
 
-def test_stopping_waits_for_the_end_of_the_warmup():
-    # tol is huge, so every counted epoch after the first is "no improvement".
-    for warmup, expected in ((0, 2), (5, 6)):
-        module, optimizer, generator, X = _setup()
-        history = TrainingHistory()
-        result = _train(module, optimizer, generator, X, history, kl_warmup=warmup, tol=1e9,
-                        n_iter_no_change=1)
-        assert result.status == "converged"
-        assert history.n_epochs == expected
+def test_fused_adam_is_used_on_the_cpu_where_torch_has_it():
+    # torch 2.4 brought the fused Adam kernel to the CPU; before it only the foreach one ran.
+    _, optimizer, _, _ = _setup()
+    fused = _torch_version() >= (2, 4)
+    assert bool(optimizer.defaults["fused"]) is fused
+    assert bool(optimizer.defaults["foreach"]) is not fused
+
+
+def test_foreach_adam_is_the_fallback_where_fused_is_refused(monkeypatch):
+    class NoFusedAdam(torch.optim.Adam):  # what torch < 2.4 does with CPU tensors
+        def __init__(self, params, **options):
+            if options.get("fused"):
+                raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+            super().__init__(params, **options)
+
+    monkeypatch.setattr(torch.optim, "Adam", NoFusedAdam)
+    module, optimizer, generator, X = _setup()
+    assert isinstance(optimizer, NoFusedAdam)
+    assert not optimizer.defaults["fused"] and optimizer.defaults["foreach"] is True
+    history = TrainingHistory()
+    _train(module, optimizer, generator, X, history, max_epochs=3)
+    assert history.loss_curve[-1] < history.loss_curve[0]
+
+
+@pytest.mark.parametrize("flags", [
+    {"fused": True, "foreach": None, "capturable": False},  # fused Adam, e.g. on CUDA
+    {"fused": None, "foreach": True, "capturable": True},  # CUDA-graph capturable Adam
+])
+def test_optimizer_state_from_another_device_trains_on_the_cpu(flags):
+    module, optimizer, generator, X = _setup()
+    _train(module, optimizer, generator, X, TrainingHistory(), max_epochs=2)
+    state = optimizer.state_dict()
+    for group in state["param_groups"]:
+        group.update(flags)
+    fresh = make_optimizer(module.parameters(), 1e-2)
+    expected = {key: fresh.param_groups[0][key] for key in flags}
+    load_optimizer_state(fresh, state)
+    for group in fresh.param_groups:
+        assert {key: group[key] for key in flags} == expected
+    # The moments came along (the state is not reset) ...
+    for param in module.parameters():
+        assert torch.equal(fresh.state[param]["exp_avg"], optimizer.state[param]["exp_avg"])
+    # ... and training goes on with them.
+    history = TrainingHistory()
+    _train(module, fresh, generator, X, history, max_epochs=2)
+    assert np.all(np.isfinite(history.loss_curve))
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 5])
+def test_stopping_counts_only_epochs_at_full_beta(warmup):
+    # Epochs 0 .. warmup - 1 train at a KL weight below beta and are not compared. tol is
+    # huge, so the first counted epoch sets the reference and the next one stops training.
+    module, optimizer, generator, X = _setup()
+    history = TrainingHistory()
+    result = _train(module, optimizer, generator, X, history, kl_warmup=warmup, tol=1e9,
+                    n_iter_no_change=1)
+    assert result.status == "converged"
+    assert history.n_epochs == warmup + 2
+    if warmup:
+        assert kl_weight(warmup - 1, 1.0, warmup) < 1.0 == kl_weight(warmup, 1.0, warmup)
+    # Only the full-beta losses entered the comparison.
+    assert history.best_loss == min(history.loss_curve[warmup:])
 
 
 def test_early_stopping_restores_best_validation_weights():
@@ -91,8 +143,8 @@ def test_early_stopping_restores_best_validation_weights():
     assert len(scores) == len(history.loss_curve) == history.n_epochs
     best = int(np.argmax(scores))
     assert history.best_validation_score == scores[best]
-    if result.status == "converged":
-        assert len(scores) == best + 1 + 3
+    assert result.status == "converged" and result.epochs_run < 200
+    assert len(scores) == best + 1 + 3
     final = snapshot(module)
     for name, value in history.best_state.items():
         assert torch.equal(final[name], value)
@@ -132,6 +184,86 @@ def test_nan_in_the_first_epoch_raises():
     module, optimizer, generator, X = _setup(likelihood)
     with pytest.raises(FloatingPointError, match="epoch 1"):
         _train(module, optimizer, generator, X, TrainingHistory())
+
+
+def _on_step(optimizer, number, action):
+    """Make the ``number``-th call of ``optimizer.step`` (counted from 1) also run ``action``."""
+    original, count = optimizer.step, [0]
+
+    def step(*args, **kwargs):
+        out = original(*args, **kwargs)
+        count[0] += 1
+        if count[0] == number:
+            action()
+        return out
+
+    optimizer.step = step
+
+
+def test_non_finite_weights_after_an_epoch_are_rolled_back():
+    # 96 rows in batches of 32: 3 steps per epoch. The last step of epoch 2 makes a weight
+    # infinite after that epoch's (finite) loss was computed.
+    module, optimizer, generator, X = _setup()
+    history = TrainingHistory()
+    _train(module, optimizer, generator, X, history, max_epochs=1)
+    after_first = snapshot(module)
+    weight = next(module.parameters())
+    _on_step(optimizer, 3, lambda: weight.data.fill_(float("inf")))
+    result = _train(module, optimizer, generator, X, history, max_epochs=3)
+    assert result.status == "diverged" and result.diverged_at == 2
+    assert history.n_epochs == len(history.loss_curve) == 1
+    for name, value in snapshot(module).items():
+        assert torch.equal(value, after_first[name]), name
+
+
+def test_non_finite_weights_in_the_first_epoch_raise():
+    module, optimizer, generator, X = _setup()
+    weight = next(module.parameters())
+    _on_step(optimizer, 3, lambda: weight.data.fill_(float("nan")))
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        _train(module, optimizer, generator, X, TrainingHistory())
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def _trained(epochs):
+    module, optimizer, generator, X = _setup()
+    history = TrainingHistory()
+    if epochs:
+        _train(module, optimizer, generator, X, history, max_epochs=epochs)
+    return module, optimizer, generator, X, history
+
+
+def test_interrupt_after_finished_epochs_keeps_them():
+    # Ctrl-C in the second minibatch of epoch 3 (counted from 0): the call ends as if
+    # max_epochs had been 3, weights and optimizer state bit for bit.
+    reference, reference_optimizer, *_ = _trained(3)
+    module, optimizer, generator, X, history = _trained(0)
+    _on_step(optimizer, 3 * 3 + 2, _interrupt)
+    result = _train(module, optimizer, generator, X, history, max_epochs=10)
+    assert result.status == "interrupted" and result.epochs_run == 3
+    assert history.n_epochs == len(history.loss_curve) == 3
+    for name, value in snapshot(reference).items():
+        assert torch.equal(snapshot(module)[name], value), name
+    for param, reference_param in zip(module.parameters(), reference.parameters()):
+        assert torch.equal(optimizer.state[param]["exp_avg_sq"],
+                           reference_optimizer.state[reference_param]["exp_avg_sq"])
+
+
+def test_interrupt_before_an_epoch_finished_reraises_and_changes_nothing():
+    module, optimizer, generator, X, history = _trained(2)
+    weights = snapshot(module)
+    moments = {i: optimizer.state[p]["exp_avg"].clone() for i, p in enumerate(module.parameters())}
+    _on_step(optimizer, 2, _interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        _train(module, optimizer, generator, X, history, max_epochs=5)
+    assert history.n_epochs == len(history.loss_curve) == 2
+    for name, value in snapshot(module).items():
+        assert torch.equal(value, weights[name]), name
+    for i, param in enumerate(module.parameters()):
+        assert torch.equal(optimizer.state[param]["exp_avg"], moments[i])
 
 
 def test_verbose_prints_one_line_per_epoch():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from skvae import BernoulliVAE, GaussianVAE
+from skvae.nn._engine import make_optimizer
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -37,11 +38,33 @@ def test_cuda_pickle_loads_on_a_machine_without_cuda(cls, monkeypatch):
     loaded = pickle.loads(payload)
     assert loaded._device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in loaded.module_.parameters())
-    assert loaded._code_mean.device.type == "cpu"
+    assert loaded._reservoir_rows.device.type == "cpu"
     np.testing.assert_allclose(loaded.transform(_X()), expected_Z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.score_samples(_X()), expected_scores, rtol=1e-4)
     loaded.partial_fit(_X())  # the optimizer state came along and works on the CPU
     assert loaded.n_iter_ == 4
+
+
+@pytest.mark.parametrize("flags", [
+    {"fused": True, "foreach": None, "capturable": False},  # make_optimizer's CUDA Adam
+    {"fused": None, "foreach": True, "capturable": True},  # a capturable CUDA Adam
+])
+def test_optimizer_state_of_a_cuda_model_trains_on_the_cpu(flags, monkeypatch):
+    model = _fit_as_if_on_cuda(GaussianVAE)
+    for group in model._optimizer.param_groups:
+        group.update(flags)
+    payload = pickle.dumps(model)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = pickle.loads(payload)
+    # The loaded optimizer runs with the flags a fresh optimizer on this machine gets.
+    fresh = make_optimizer(loaded.module_.parameters(), 1e-3).defaults
+    for group in loaded._optimizer.param_groups:
+        for key in flags:
+            assert group[key] == fresh[key], key
+    loaded.partial_fit(_X())
+    loaded.set_params(warm_start=True, max_iter=2).fit(_X())
+    assert loaded.n_iter_ == 6
+    assert np.all(np.isfinite(loaded.score_samples(_X())))
 
 
 @pytest.mark.cuda

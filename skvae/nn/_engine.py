@@ -1,4 +1,5 @@
-"""The minibatch training loop shared by every VAE: Adam, KL warm-up, early stopping, NaN guard.
+"""The minibatch training loop shared by every VAE: Adam, KL warm-up, early stopping, NaN guard,
+Ctrl-C.
 
 The data live on the device as one tensor, standardized and made row-major once per call
 (``VAEModule.prepare``); an epoch is one pass over a permutation drawn from the caller's
@@ -6,6 +7,7 @@ generator, each minibatch an ``index_select`` of contiguous rows. The only host<
 per epoch is reading the epoch's loss, which is also when a non-finite loss is detected.
 """
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -36,6 +38,35 @@ def make_optimizer(parameters, learning_rate):
         return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
+# Flags that say how Adam's step runs, not what it has learned: they belong to the machine.
+_KERNEL_FLAGS = ("fused", "foreach", "capturable")
+
+
+def load_optimizer_state(optimizer, state):
+    """Load a state dict saved elsewhere (another device or torch) into ``optimizer``.
+
+    ``load_state_dict`` also takes the saved param groups' kernel flags: a fused or
+    capturable optimizer saved on CUDA would then step with a kernel this machine's tensors
+    may not support (fused CPU Adam needs torch >= 2.4; capturable needs an accelerator).
+    The moments and step counts are loaded; the flags stay those ``optimizer`` was built with.
+    """
+    flags = [{key: group[key] for key in _KERNEL_FLAGS if key in group}
+             for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, own in zip(optimizer.param_groups, flags):
+        for key in _KERNEL_FLAGS:
+            if key in own:
+                group[key] = own[key]
+            else:
+                group.pop(key, None)
+
+
+def _finite_parameters(module):
+    """Whether every parameter of ``module`` is finite (one host sync)."""
+    checks = [torch.isfinite(p).all() for p in module.parameters()]
+    return bool(torch.stack(checks).all()) if checks else True
+
+
 def snapshot(module):
     """A detached copy of the module's parameters and buffers."""
     return {name: value.detach().clone() for name, value in module.state_dict().items()}
@@ -61,7 +92,8 @@ class TrainingHistory:
 
 @dataclass
 class TrainingResult:
-    """How a call of :func:`train_epochs` ended: "converged", "max_iter" or "diverged"."""
+    """How a call of :func:`train_epochs` ended: "converged", "max_iter", "diverged" or
+    "interrupted"."""
 
     status: str
     epochs_run: int
@@ -108,15 +140,21 @@ def train_epochs(
 ):
     """Train ``module`` on ``X`` for up to ``max_epochs`` epochs, updating ``history``.
 
-    Stopping: once the KL weight has reached ``beta``, an epoch that does not improve the best
-    validation ELBO by more than ``tol`` (or, without ``X_val``, the best training loss by more
-    than ``tol``) counts as no improvement; ``n_iter_no_change`` of them in a row end training
-    ("converged"). With ``X_val`` the best weights are restored at the end.
+    Stopping: once the KL weight has reached ``beta`` (from epoch ``kl_warmup`` on), an epoch
+    that does not improve the best validation ELBO by more than ``tol`` (or, without ``X_val``,
+    the best training loss by more than ``tol``) counts as no improvement; ``n_iter_no_change``
+    of them in a row end training ("converged"). With ``X_val`` the best weights are restored at the end.
 
-    A non-finite loss or validation score is detected at the end of the epoch it appears in:
-    the weights of the best validation epoch, else of the last finite epoch, are restored and
-    the call returns "diverged". If no finite epoch exists to go back to, ``FloatingPointError``
-    is raised (the caller turns it into a clear error). Returns a :class:`TrainingResult`.
+    A non-finite loss, validation score or weight is detected at the end of the epoch it
+    appears in: the weights of the best validation epoch, else of the last finite epoch, are
+    restored and the call returns "diverged" (the optimizer state is left as it is: the caller
+    replaces it). If no finite epoch exists to go back to, ``FloatingPointError`` is raised
+    (the caller turns it into a clear error).
+
+    A ``KeyboardInterrupt`` during an epoch puts the weights and the optimizer state back as
+    they were when that epoch began. If no epoch of this call had finished, it is raised
+    again, so the call changes nothing; otherwise the best validation weights (if any) are
+    restored and the call returns "interrupted". Returns a :class:`TrainingResult`.
 
     Each minibatch step maximizes ``objective`` (default: :class:`ELBO`; see
     ``skvae.nn._objectives``) at the epoch's KL weight; the validation score is the ELBO at
@@ -140,18 +178,33 @@ def train_epochs(
     for run in range(max_epochs):
         epoch = history.n_epochs
         weight = kl_weight(epoch, beta, kl_warmup)
-        last_finite = snapshot(module) if has_finite_epoch else None
         started = time.perf_counter()
-        module.train()
-        loss = _epoch(module, optimizer, data, generator, batch_size, weight, objective)
-        score = None
-        if X_val is not None and math.isfinite(loss):
-            with torch.no_grad():
-                score = float(mean_elbo(module, X_val, val_eps, C=C_val))
-        if not math.isfinite(loss) or (score is not None and not math.isfinite(score)):
-            restore = history.best_state if history.best_state is not None else last_finite
+        at_start = None
+        try:
+            at_start = snapshot(module), copy.deepcopy(optimizer.state_dict())
+            module.train()
+            loss = _epoch(module, optimizer, data, generator, batch_size, weight, objective)
+            score = None
+            finite = math.isfinite(loss) and _finite_parameters(module)
+            if X_val is not None and finite:
+                with torch.no_grad():
+                    score = float(mean_elbo(module, X_val, val_eps, C=C_val))
+                finite = math.isfinite(score)
+        except KeyboardInterrupt:
+            if at_start is not None:
+                module.load_state_dict(at_start[0])
+                optimizer.load_state_dict(at_start[1])
+            if run == 0:
+                raise
+            if history.best_state is not None:
+                module.load_state_dict(history.best_state)
+            return TrainingResult("interrupted", run)
+        if not finite:
+            restore = history.best_state
+            if restore is None and has_finite_epoch:
+                restore = at_start[0]
             if restore is None:
-                raise FloatingPointError(f"non-finite loss in epoch {epoch + 1}")
+                raise FloatingPointError(f"non-finite loss or weights in epoch {epoch + 1}")
             module.load_state_dict(restore)
             return TrainingResult("diverged", run, diverged_at=epoch + 1)
         has_finite_epoch = True
@@ -165,8 +218,8 @@ def train_epochs(
                 f"Epoch {history.n_epochs}, loss = {loss:.6g}{shown}, "
                 f"{time.perf_counter() - started:.2f} s"
             )
-        if n_iter_no_change is None or epoch + 1 < kl_warmup:
-            continue  # the objective is still changing under the warm-up: nothing to compare
+        if n_iter_no_change is None or epoch < kl_warmup:
+            continue  # trained below full beta (warm-up): the objective is still changing
         if score is not None:
             improved = score > history.best_validation_score + tol
             if score > history.best_validation_score:

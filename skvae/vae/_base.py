@@ -5,6 +5,7 @@ the data (``_check_values``) and add fitted attributes (``_after_fit``).
 """
 
 import warnings
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -24,10 +25,12 @@ from ..nn import (
     monte_carlo_bounds,
     train_epochs,
 )
-from ..nn._engine import make_optimizer
+from ..nn._engine import load_optimizer_state, make_optimizer
 
-# Rows of the aggregated posterior kept for sample(latent="aggregated_posterior").
-_MAX_STORED_CODES = 100_000
+# Training rows kept for sample(latent="aggregated_posterior"): at most this many rows and
+# this many values (rows x features), a uniform random sample of every row trained on.
+_RESERVOIR_MAX_ROWS = 100_000
+_RESERVOIR_MAX_VALUES = 2**23
 # Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
 _INFERENCE_BUDGET = 2**22
 _SEED_MODULUS = 2**62
@@ -216,16 +219,23 @@ class BaseVAE(BaseLatentModel):
             generator = torch.Generator(device=self._device).manual_seed(
                 (seed * 1_000_003 + 7919 * self._history.n_epochs + 1) % _SEED_MODULUS
             )
-            module, optimizer, history = self.module_, self._optimizer, self._history
+            module, optimizer = self.module_, self._optimizer
+            # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
+            history = replace(
+                self._history,
+                loss_curve=list(self._history.loss_curve),
+                validation_scores=None if self._history.validation_scores is None
+                else list(self._history.validation_scores),
+                no_improvement_count=0,
+                best_loss=np.inf,
+                best_validation_score=-np.inf,
+                best_state=None,
+            )
             for group in optimizer.param_groups:
                 group["lr"] = self.learning_rate_init
             X_train, X_val = X, None
             if self.early_stopping and not incremental:
                 X_train, X_val = self._split_validation(X, generator)
-            history.no_improvement_count = 0
-            history.best_loss = np.inf
-            history.best_validation_score = -np.inf
-            history.best_state = None
 
         try:
             result = train_epochs(
@@ -246,18 +256,27 @@ class BaseVAE(BaseLatentModel):
             )
         except FloatingPointError:
             raise ValueError(
-                f"{type(self).__name__} produced a non-finite loss in its first epoch, so no "
-                "finite weights exist to keep. The data may hold huge values: scale X (e.g. "
-                f"with sklearn.preprocessing.StandardScaler) or lower learning_rate_init="
-                f"{self.learning_rate_init}."
+                f"{type(self).__name__} diverged in its first epoch (the loss or the weights "
+                "became non-finite), so no finite weights exist to keep. Lower "
+                f"learning_rate_init={self.learning_rate_init} (e.g. to "
+                f"{self.learning_rate_init / 10:g}), or scale X (e.g. with "
+                "sklearn.preprocessing.StandardScaler) if it holds huge values."
             ) from None
 
         if result.status == "diverged":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             warnings.warn(
-                f"{type(self).__name__}: the training loss became non-finite in epoch "
-                f"{result.diverged_at}; training stopped and the best finite weights were "
-                f"restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
+                f"{type(self).__name__}: the training loss or weights became non-finite in "
+                f"epoch {result.diverged_at}; training stopped and the best finite weights "
+                f"were restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
+                ConvergenceWarning,
+            )
+        elif result.status == "interrupted":
+            warnings.warn(
+                f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt) "
+                f"in epoch {history.n_epochs + 1}; the model keeps the weights of the "
+                f"{result.epochs_run} finished epoch(s) of this call (the best validation "
+                "epoch with early_stopping).",
                 ConvergenceWarning,
             )
         elif result.status == "max_iter" and not incremental:
@@ -284,21 +303,31 @@ class BaseVAE(BaseLatentModel):
         else:
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
-        self._store_codes(X_train, append=incremental and not fresh)
+        self._update_reservoir(X_train, generator, merge=not fresh)
         self._set_latent_diagnostics(X_train)
         self._after_fit()
         return self
 
-    def _store_codes(self, X, *, append):
-        """Keep q(z | x) of the training rows for sampling from the aggregated posterior."""
-        with torch.no_grad():
-            mean, logvar = self._encode(X)
-        if append:
-            mean = torch.cat([self._code_mean, mean])[-_MAX_STORED_CODES:]
-            logvar = torch.cat([self._code_logvar, logvar])[-_MAX_STORED_CODES:]
-        else:
-            mean, logvar = mean[-_MAX_STORED_CODES:], logvar[-_MAX_STORED_CODES:]
-        self._code_mean, self._code_logvar = mean.clone(), logvar.clone()
+    def _update_reservoir(self, X, generator, *, merge):
+        """Keep a uniform random sample of the training rows for the aggregated posterior.
+
+        Every row gets an independent uniform key and the rows with the smallest keys are
+        kept (bottom-k sampling): merging the kept rows of earlier calls with a new chunk
+        gives a uniform sample of all rows seen, whatever their order. Rows, not codes, are
+        kept, so sampling encodes them with the current encoder.
+        """
+        size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // X.shape[1]))
+        keys = torch.rand(X.shape[0], generator=generator, device=X.device, dtype=torch.float64)
+        rows = X
+        for stage in ("new", "merged"):
+            if keys.shape[0] > size:
+                keys, index = torch.topk(keys, size, largest=False, sorted=False)
+                rows = rows.index_select(0, index)
+            if stage == "new" and merge:
+                keys = torch.cat([self._reservoir_keys, keys])
+                rows = torch.cat([self._reservoir_rows, rows])
+        # A copy: X may share the caller's memory.
+        self._reservoir_keys, self._reservoir_rows = keys.clone(), rows.clone()
 
     def _set_latent_diagnostics(self, X):
         """Per-component KL and activity over the training rows, to show posterior collapse.
@@ -488,8 +517,10 @@ class BaseVAE(BaseLatentModel):
             Return the decoded mean E[x | z] instead of a draw from p(x | z).
         latent : {"prior", "aggregated_posterior"}, default="prior"
             Where z comes from: the prior N(0, I), or the aggregated posterior of the training
-            data (pick a training row at random, then z ~ q(z | x_row)), which follows the
-            data more closely when q does not match the prior.
+            data (pick a training row at random, then z ~ q(z | x_row) with the current
+            encoder), which follows the data more closely when q does not match the prior.
+            The rows come from a uniform random sample of at most 100,000 of all rows
+            trained on (``fit``, and every later ``partial_fit`` or warm start).
 
         Returns
         -------
@@ -510,11 +541,11 @@ class BaseVAE(BaseLatentModel):
             z = torch.randn((n_samples, self.n_components_), **options)
             if latent == "aggregated_posterior":
                 rows = torch.randint(
-                    self._code_mean.shape[0], (n_samples,), generator=generator,
+                    self._reservoir_rows.shape[0], (n_samples,), generator=generator,
                     device=self._device,
                 )
-                std = torch.exp(0.5 * self._code_logvar[rows])
-                z = self._code_mean[rows] + std * z
+                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows))
+                z = mean + torch.exp(0.5 * logvar) * z
             module = self.module_
             params = module.decode(z)
             X = module.mean(params) if return_mean else module.sample(params, generator)
@@ -546,9 +577,9 @@ class BaseVAE(BaseLatentModel):
             optimizer_state = self.__dict__.get("_optimizer")
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             if isinstance(optimizer_state, dict):
-                optimizer.load_state_dict(optimizer_state)
+                load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
-        for name in ("_code_mean", "_code_logvar"):
+        for name in ("_reservoir_rows", "_reservoir_keys"):
             value = self.__dict__.get(name)
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(self._device))

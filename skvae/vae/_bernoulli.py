@@ -210,6 +210,11 @@ class BernoulliVAE(BaseVAE):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True  # X must lie in [0, 1]
+        return tags
+
     def _make_likelihood(self, n_features, spec):
         return BernoulliLikelihood(n_features)
 
@@ -217,8 +222,10 @@ class BernoulliVAE(BaseVAE):
         low, high = torch.aminmax(X)
         low, high = float(low), float(high)
         if low < 0 or high > 1:
+            # "Negative values in data" is the phrase sklearn's positive_only check expects.
             raise ValueError(
-                f"BernoulliVAE models data in [0, 1] (binary or grey levels), but X has values "
+                ("Negative values in data passed to BernoulliVAE. " if low < 0 else "")
+                + f"BernoulliVAE models data in [0, 1] (binary or grey levels), but X has values "
                 f"in [{low:.4g}, {high:.4g}]. Binarize it (sklearn.preprocessing.Binarizer) "
                 "or scale it to [0, 1] (sklearn.preprocessing.MinMaxScaler) first, or use "
                 "GaussianVAE for real-valued data."
