@@ -12,6 +12,7 @@ from .._backend import make_generator, to_numpy
 from .._base import BaseLatentModel, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from . import _gaussian as gauss
+from ._moments import DenseScatter, LowRankScatter, merge_moments
 
 
 class BaseLinearGaussian(BaseLatentModel):
@@ -63,8 +64,8 @@ class BaseLinearGaussian(BaseLatentModel):
             self._stats = None
             self._fit_missing(X, ~torch.isnan(X))
         else:
-            self._stats = self._merged((0, None, None), X)
-            self._fit_from_stats(X)
+            self._stats = self._merged((0, None, None), X, whole=True)
+            self._fit_from_stats()
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -106,15 +107,19 @@ class BaseLinearGaussian(BaseLatentModel):
         stats = (0, None, None) if first else self._stats
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
-        self._stats = self._merged(stats, X)
+        self._stats = self._merged(stats, X, whole=False)
         self.n_components_ = n_components
-        self._fit_from_stats(None)
+        self._fit_from_stats()
         return self
 
-    def _merged(self, stats, X):
-        """The statistics with the rows of ``X`` merged in, checked before anything is kept."""
-        merged = gauss.merge_moments(*stats, X)
-        if not bool(torch.isfinite(merged[2]).all()):
+    def _merged(self, stats, X, *, whole):
+        """The statistics with the rows of ``X`` merged in, checked before anything is kept.
+
+        ``whole`` says that X holds all the training rows (``fit``), not one chunk of a stream.
+        """
+        d = X.shape[1]
+        merged = merge_moments(stats, X, low_rank=lambda rows: self._keeps_factor(rows, d, whole))
+        if not merged[2].is_finite():
             raise ValueError(
                 f"X is too large in magnitude: its covariance overflows {self._dtype} "
                 "(|x| above about 1e150 in float64, 1e18 in float32). Rescale X first, e.g. "
@@ -122,9 +127,17 @@ class BaseLinearGaussian(BaseLatentModel):
             )
         return merged
 
-    def _fit_from_stats(self, X):
+    def _keeps_factor(self, rows, n_features, whole):
+        """Whether the scatter of ``rows`` rows is kept as a factor (see ``_moments``).
+
+        A factor with fewer rows than columns is smaller than the d x d matrix and every solver
+        works from it in O(rows^2 d), so wide data never forms a d x d matrix.
+        """
+        return rows < n_features
+
+    def _fit_from_stats(self):
         count, mean, scatter = self._stats
-        W, psi, loglikes = self._fit_complete(count, mean, scatter / count, X)
+        W, psi, loglikes = self._fit_complete(count, mean, scatter / count)
         self._set_fitted(mean, W, psi, loglikes)
 
     def _fit_missing(self, X, mask):
@@ -173,17 +186,22 @@ class BaseLinearGaussian(BaseLatentModel):
         return 1e-12 if self._dtype == torch.float64 else 1e-6
 
     def _initial_loadings(self, S):
-        """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start."""
+        """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start.
+
+        ``S`` is a dense or low-rank scatter (``_moments``); a low-rank one is made dense only
+        when more loadings are asked for than it has eigenpairs.
+        """
         d = S.shape[0]
-        eigvals, eigvecs = torch.linalg.eigh(S)
-        eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
         k = min(self.n_components_, d - 1)
+        if isinstance(S, LowRankScatter) and self.n_components_ >= S.rows:
+            S = DenseScatter(S.dense_sum(), S.scale)
+        eigvals, eigvecs = S.eigh()
         W, sigma2 = gauss.ppca_from_eigen(eigvals, eigvecs, k, self._noise_floor())
         if k < self.n_components_:  # k = d (factor analysis only): start the last column small
             W = torch.cat([W, eigvecs[:, k:] * torch.sqrt(sigma2) * 0.5], dim=1)
         if self._isotropic:
             return W, sigma2.expand(d).clone()
-        return W, (torch.diagonal(S) - (W * W).sum(dim=1)).clamp_min(self._noise_floor())
+        return W, (S.diagonal() - (W * W).sum(dim=1)).clamp_min(self._noise_floor())
 
     def _init_missing(self, X, mask):
         """Start EM with gaps from the PPCA solution on mean-imputed data."""
@@ -191,7 +209,12 @@ class BaseLinearGaussian(BaseLatentModel):
         zeros = torch.zeros((), dtype=X.dtype, device=X.device)
         mean = torch.where(mask, X, zeros).sum(dim=0) / observed.sum(dim=0)
         centred = torch.where(mask, X - mean, zeros)
-        W, psi = self._initial_loadings(centred.T @ centred / X.shape[0])
+        n, d = X.shape
+        if n < d:  # wide: the n x d factor, never a d x d matrix
+            scatter = LowRankScatter(centred)
+        else:
+            scatter = DenseScatter(gauss._centred_scatter(centred, zeros, gauss.ROW_CHUNK))
+        W, psi = self._initial_loadings(scatter / n)
         return gauss.Params(W, psi, mean)
 
     def _set_fitted(self, mean, W, psi, loglikes):
