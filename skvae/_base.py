@@ -106,7 +106,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
     # ------------------------------------------------------------------ validation
     def _check_input(self, X, *, reset, ensure_min_samples=1, return_has_nan=False,
-                     check_finite=True):
+                     check_finite=True, lazy_cast=False):
         """Validate ``X`` and return it as a tensor on the estimator's device and dtype.
 
         ``reset=True`` (in ``fit``) also resolves ``device`` and ``dtype`` and records
@@ -116,6 +116,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         holds NaN (known from the same pass over the data that rules out infinity).
         ``check_finite=False`` leaves NaN and infinity for the caller, which must then call
         :meth:`_check_finite` itself before any value computed from X is returned.
+        ``lazy_cast=True`` keeps float32 input as float32 in a float64 model, for callers that
+        cast it chunk by chunk (a whole float64 copy would double the memory held).
         """
         if reset:
             self._device = resolve_device(self.device)
@@ -124,7 +126,10 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             X = self._check_tensor(X, reset=reset, ensure_min_samples=ensure_min_samples)
         else:
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
-            X = as_tensor(X, device=self._device, dtype=self._dtype)
+            X = as_tensor(X, device=self._device, dtype=torch.float32 if X.dtype == np.float32
+                          else torch.float64)
+        if not (lazy_cast and X.dtype == torch.float32):
+            X = X.to(self._dtype)
         if not check_finite:
             return X
         has_nan = self._check_finite(X)
@@ -180,7 +185,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 f"X has {n_features} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
-        return X.detach().to(device=self._device, dtype=self._dtype)
+        dtype = torch.float32 if X.dtype == torch.float32 else self._dtype
+        return X.detach().to(device=self._device, dtype=dtype)
 
     def _check_finite(self, X):
         """Raise on infinity, and on NaN unless the model accepts it; return whether NaN is in X."""
@@ -189,7 +195,10 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         # sends us to the exact checks below.
         if bool(torch.isfinite(X.sum())):
             return False
-        if bool(torch.isinf(X).any()):
+        # Row chunks: torch.isinf and isnan make temporaries the size of what they examine.
+        rows = max(1, 2**20 // max(1, X.shape[1]))
+        chunks = [X[i : i + rows] for i in range(0, X.shape[0], rows)]
+        if any(bool(torch.isinf(chunk).any()) for chunk in chunks):
             limit = torch.finfo(X.dtype).max
             raise ValueError(
                 "X contains infinity. Remove or replace the infinite entries (set them to NaN "
@@ -197,7 +206,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                 f"{limit:.3g} also become infinite in {X.dtype}: rescale X, e.g. with "
                 "sklearn.preprocessing.StandardScaler."
             )
-        if not bool(torch.isnan(X).any()):
+        if not any(bool(torch.isnan(chunk).any()) for chunk in chunks):
             return False  # finite entries whose sum overflowed
         hint = self._nan_policy()
         if hint is not None:

@@ -11,6 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skvae import FactorAnalysisEM
 from skvae.linear import _gaussian as gauss
+from skvae.linear._moments import merge_moments
 
 
 @pytest.mark.parametrize("data, k", [("digits", 5), ("digits", 20), ("cancer", 5),
@@ -102,7 +103,7 @@ def _unit(A):
 @pytest.mark.parametrize("k", [5, 10])
 def test_squarem_with_a_third_of_the_work_beats_plain_em(k, cancer):
     X = torch.as_tensor(cancer)
-    count, mean, scatter = gauss.merge_moments(0, None, None, X)
+    count, mean, scatter = merge_moments((0, None, None), X, low_rank=lambda rows: False)
     S = scatter / count
     model = FactorAnalysisEM(n_components=k)
     model._dtype, model.n_components_ = torch.float64, k

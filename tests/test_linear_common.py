@@ -104,7 +104,8 @@ def test_partial_fit_equals_fit(cls, digits):
         chunked.partial_fit(chunk)
     # The merged sufficient statistics are exact.
     assert chunked._stats[0] == whole._stats[0] == X.shape[0]
-    for merged, direct in zip(chunked._stats[1:], whole._stats[1:]):
+    for merged, direct in ((chunked._stats[1], whole._stats[1]),
+                           (chunked._stats[2].dense_sum(), whole._stats[2].dense_sum())):
         np.testing.assert_allclose(merged.numpy(), direct.numpy(), rtol=1e-10,
                                    atol=1e-10 * direct.abs().max().item())
     np.testing.assert_allclose(chunked.mean_, whole.mean_, rtol=1e-12)

@@ -9,9 +9,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import make_generator, to_numpy
-from .._base import BaseLatentModel, fit_all_or_nothing
+from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from . import _gaussian as gauss
+from ._moments import DenseScatter, LowRankScatter, merge_moments
+
+_CHUNK_BYTES = 4 * 2**20  # rows per inference chunk: about this many bytes of float64 input
 
 
 class BaseLinearGaussian(BaseLatentModel):
@@ -35,6 +38,8 @@ class BaseLinearGaussian(BaseLatentModel):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = self._nan_policy() is None
+        # Computation runs in self.dtype; transform-like outputs follow the input's float type.
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 
     # ------------------------------------------------------------------ fitting
@@ -63,8 +68,8 @@ class BaseLinearGaussian(BaseLatentModel):
             self._stats = None
             self._fit_missing(X, ~torch.isnan(X))
         else:
-            self._stats = self._merged((0, None, None), X)
-            self._fit_from_stats(X)
+            self._stats = self._merged((0, None, None), X, whole=True)
+            self._fit_from_stats()
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -106,15 +111,19 @@ class BaseLinearGaussian(BaseLatentModel):
         stats = (0, None, None) if first else self._stats
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
-        self._stats = self._merged(stats, X)
+        self._stats = self._merged(stats, X, whole=False)
         self.n_components_ = n_components
-        self._fit_from_stats(None)
+        self._fit_from_stats()
         return self
 
-    def _merged(self, stats, X):
-        """The statistics with the rows of ``X`` merged in, checked before anything is kept."""
-        merged = gauss.merge_moments(*stats, X)
-        if not bool(torch.isfinite(merged[2]).all()):
+    def _merged(self, stats, X, *, whole):
+        """The statistics with the rows of ``X`` merged in, checked before anything is kept.
+
+        ``whole`` says that X holds all the training rows (``fit``), not one chunk of a stream.
+        """
+        d = X.shape[1]
+        merged = merge_moments(stats, X, low_rank=lambda rows: self._keeps_factor(rows, d, whole))
+        if not merged[2].is_finite():
             raise ValueError(
                 f"X is too large in magnitude: its covariance overflows {self._dtype} "
                 "(|x| above about 1e150 in float64, 1e18 in float32). Rescale X first, e.g. "
@@ -122,9 +131,17 @@ class BaseLinearGaussian(BaseLatentModel):
             )
         return merged
 
-    def _fit_from_stats(self, X):
+    def _keeps_factor(self, rows, n_features, whole):
+        """Whether the scatter of ``rows`` rows is kept as a factor (see ``_moments``).
+
+        A factor with fewer rows than columns is smaller than the d x d matrix and every solver
+        works from it in O(rows^2 d), so wide data never forms a d x d matrix.
+        """
+        return rows < n_features
+
+    def _fit_from_stats(self):
         count, mean, scatter = self._stats
-        W, psi, loglikes = self._fit_complete(count, mean, scatter / count, X)
+        W, psi, loglikes = self._fit_complete(count, mean, scatter / count)
         self._set_fitted(mean, W, psi, loglikes)
 
     def _fit_missing(self, X, mask):
@@ -173,17 +190,22 @@ class BaseLinearGaussian(BaseLatentModel):
         return 1e-12 if self._dtype == torch.float64 else 1e-6
 
     def _initial_loadings(self, S):
-        """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start."""
+        """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start.
+
+        ``S`` is a dense or low-rank scatter (``_moments``); a low-rank one is made dense only
+        when more loadings are asked for than it has eigenpairs.
+        """
         d = S.shape[0]
-        eigvals, eigvecs = torch.linalg.eigh(S)
-        eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
         k = min(self.n_components_, d - 1)
+        if isinstance(S, LowRankScatter) and self.n_components_ >= S.rows:
+            S = DenseScatter(S.dense_sum(), S.scale)
+        eigvals, eigvecs = S.eigh()
         W, sigma2 = gauss.ppca_from_eigen(eigvals, eigvecs, k, self._noise_floor())
         if k < self.n_components_:  # k = d (factor analysis only): start the last column small
             W = torch.cat([W, eigvecs[:, k:] * torch.sqrt(sigma2) * 0.5], dim=1)
         if self._isotropic:
             return W, sigma2.expand(d).clone()
-        return W, (torch.diagonal(S) - (W * W).sum(dim=1)).clamp_min(self._noise_floor())
+        return W, (S.diagonal() - (W * W).sum(dim=1)).clamp_min(self._noise_floor())
 
     def _init_missing(self, X, mask):
         """Start EM with gaps from the PPCA solution on mean-imputed data."""
@@ -191,7 +213,12 @@ class BaseLinearGaussian(BaseLatentModel):
         zeros = torch.zeros((), dtype=X.dtype, device=X.device)
         mean = torch.where(mask, X, zeros).sum(dim=0) / observed.sum(dim=0)
         centred = torch.where(mask, X - mean, zeros)
-        W, psi = self._initial_loadings(centred.T @ centred / X.shape[0])
+        n, d = X.shape
+        if n < d:  # wide: the n x d factor, never a d x d matrix
+            scatter = LowRankScatter(centred)
+        else:
+            scatter = DenseScatter(gauss._centred_scatter(centred, zeros, gauss.ROW_CHUNK))
+        W, psi = self._initial_loadings(scatter / n)
         return gauss.Params(W, psi, mean)
 
     def _set_fitted(self, mean, W, psi, loglikes):
@@ -247,6 +274,16 @@ class BaseLinearGaussian(BaseLatentModel):
             self._stats = (count, mean.to(self._device), scatter.to(self._device))
 
     # ------------------------------------------------------------------ inference
+    def _row_chunks(self, X):
+        """Slices of about ``_CHUNK_BYTES`` of rows of ``X``, each cast to the model's dtype.
+
+        Inference works chunk by chunk, so what it holds beyond the input and the output is
+        bounded by the chunk size, not by n x d (a float32 input is never cast whole).
+        """
+        rows = max(1, _CHUNK_BYTES // (8 * X.shape[1]))
+        for start in range(0, X.shape[0], rows):
+            yield slice(start, start + rows), X[start : start + rows].to(self._dtype)
+
     def transform(self, X, return_std=False):
         """Posterior mean E[z | x] of the latent variables (rows with NaN: given what is observed).
 
@@ -260,21 +297,28 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         Z : ndarray of shape (n_samples, n_components)
-            Posterior means.
+            Posterior means; float32 for float32 input, else float64.
         Z_std : ndarray of shape (n_samples, n_components)
             Posterior standard deviations, only when ``return_std=True``.
         """
         mu, W, psi = self._tensors()
-        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
-        if not has_nan:
-            mean, cov = gauss.posterior(X, mu, W, psi)
-            std = torch.sqrt(torch.diagonal(cov)).expand_as(mean)
-        else:
-            mean, cov, _ = gauss.chunked_masked_posterior(X, ~torch.isnan(X), mu, W, psi)
-            std = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2))
-        if return_std:
-            return to_numpy(mean), to_numpy(std)
-        return to_numpy(mean)
+        out = _output_dtype(X)
+        X, has_nan = self._check_input(X, reset=False, return_has_nan=True, lazy_cast=True)
+        shape = (X.shape[0], W.shape[1])
+        mean = np.empty(shape, dtype=out)
+        std = np.empty(shape, dtype=out) if return_std else None
+        for rows, chunk in self._row_chunks(X):
+            mask = ~torch.isnan(chunk) if has_nan else None
+            if mask is None or bool(mask.all()):
+                m, cov = gauss.posterior(chunk, mu, W, psi)
+                s = torch.sqrt(torch.diagonal(cov)).expand_as(m)
+            else:
+                m, cov, _ = gauss.chunked_masked_posterior(chunk, mask, mu, W, psi)
+                s = torch.sqrt(torch.diagonal(cov, dim1=1, dim2=2))
+            mean[rows] = to_numpy(m)
+            if return_std:
+                std[rows] = to_numpy(s)
+        return (mean, std) if return_std else mean
 
     def inverse_transform(self, Z):
         """Decoded mean E[x | z] = W z + mu.
@@ -287,10 +331,15 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            float32 for float32 codes, else float64.
         """
         mu, W, _ = self._tensors()
+        out = _output_dtype(Z)
         Z = self._check_latent(Z)
-        return to_numpy(Z @ W.T + mu)
+        X = np.empty((Z.shape[0], W.shape[0]), dtype=out)
+        for rows, chunk in self._row_chunks(torch.empty(Z.shape[0], W.shape[0], device="meta")):
+            X[rows] = to_numpy(Z[rows] @ W.T + mu)
+        return X
 
     def score_samples(self, X):
         """Exact log-likelihood log p(x) of each row, in nats (observed entries only with NaN).
@@ -304,17 +353,27 @@ class BaseLinearGaussian(BaseLatentModel):
 
         Returns
         -------
-        log_likelihood : ndarray of shape (n_samples,)
+        log_likelihood : ndarray of shape (n_samples,), float64
         """
         mu, W, psi = self._tensors()
-        X = self._check_input(X, reset=False, check_finite=False)
-        loglik = gauss.log_likelihood(X, mu, W, psi)
-        # NaN or infinity in a row makes its value NaN, so checking the n results stands in
-        # for a pass over the n x d input; only then is X itself examined (infinity raises,
-        # NaN entries are marginalized out).
-        if not bool(torch.isfinite(loglik).all()) and self._check_finite(X):
-            _, _, loglik = gauss.chunked_masked_posterior(X, ~torch.isnan(X), mu, W, psi)
-        return to_numpy(loglik, np.float64)
+        X = self._check_input(X, reset=False, check_finite=False, lazy_cast=True)
+        loglik = np.empty(X.shape[0], dtype=np.float64)
+        checked = False
+        for rows, chunk in self._row_chunks(X):
+            part = gauss.log_likelihood(chunk, mu, W, psi)
+            # NaN or infinity in a row makes its value NaN, so checking the results stands in
+            # for a pass over the input; only then is X itself examined, once (infinity
+            # raises, NaN entries are marginalized out).
+            if not bool(torch.isfinite(part).all()):
+                if not checked:
+                    checked = True
+                    if not self._check_finite(X):
+                        checked = None  # no NaN anywhere: the non-finite values stand
+                if checked:
+                    part = gauss.chunked_masked_posterior(chunk, ~torch.isnan(chunk), mu, W,
+                                                          psi)[2]
+            loglik[rows] = to_numpy(part)
+        return loglik
 
     def impute(self, X):
         """Fill the NaN entries of ``X`` with their conditional mean E[x_missing | x_observed].
@@ -327,15 +386,20 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         X_imputed : ndarray of shape (n_samples, n_features)
-            A copy of ``X`` with observed entries unchanged and missing ones imputed.
+            A copy of ``X`` with observed entries unchanged and missing ones imputed; float32
+            for float32 input, else float64.
         """
         mu, W, psi = self._tensors()
-        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
-        if not has_nan:
-            return to_numpy(X).copy()
-        mask = ~torch.isnan(X)
-        mean, _, _ = gauss.chunked_masked_posterior(X, mask, mu, W, psi)
-        return to_numpy(torch.where(mask, X, mean @ W.T + mu)).copy()
+        out = _output_dtype(X)
+        X, has_nan = self._check_input(X, reset=False, return_has_nan=True, lazy_cast=True)
+        filled = np.empty(tuple(X.shape), dtype=out)
+        for rows, chunk in self._row_chunks(X):
+            mask = ~torch.isnan(chunk) if has_nan else None
+            if mask is not None and not bool(mask.all()):
+                mean, _, _ = gauss.chunked_masked_posterior(chunk, mask, mu, W, psi)
+                chunk = torch.where(mask, chunk, mean @ W.T + mu)
+            filled[rows] = to_numpy(chunk)
+        return filled
 
     def sample(self, n_samples=1, random_state=None):
         """Draw rows from the fitted model by ancestral sampling: z ~ N(0, I), x ~ p(x | z).
@@ -359,7 +423,7 @@ class BaseLinearGaussian(BaseLatentModel):
         options = {"generator": generator, "device": self._device, "dtype": self._dtype}
         z = torch.randn(n_samples, W.shape[1], **options)
         noise = torch.randn(n_samples, W.shape[0], **options) * torch.sqrt(psi)
-        return to_numpy(z @ W.T + mu + noise)
+        return to_numpy(z @ W.T + mu + noise, np.float64)
 
     def get_covariance(self):
         """Model covariance C = W W^T + Psi, shape (n_features, n_features)."""

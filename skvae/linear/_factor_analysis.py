@@ -155,7 +155,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         init = self._initial_noise(S.shape[0], S)
         return (W, psi) if init is None else (W, init)
 
-    def _fit_complete(self, n_samples, mean, S, X):
+    def _fit_complete(self, n_samples, mean, S):
         floor = self._noise_floor()
         psi = self._initial_noise(S.shape[0], S)
         if psi is None:  # scikit-learn's start, so both land in the same basin

@@ -164,11 +164,11 @@ def em_step_stats(S, n, params, *, isotropic, floor):
     G = torch.cholesky_inverse(chol)
     B = G @ scaled.T  # k x d
     SBt = S @ B.T  # d x k
-    trace_CinvS = (torch.diagonal(S) / psi).sum() - (SBt * scaled).sum()
+    trace_CinvS = (S.diagonal() / psi).sum() - (SBt * scaled).sum()
     loglik = -0.5 * n * (d * LOG_2PI + logdet_C + trace_CinvS)
     Ezz = G + B @ SBt
     W_new = torch.linalg.solve(Ezz, SBt.T).T  # S B^T Ezz^-1 (Ezz symmetric)
-    psi_new = torch.diagonal(S) - (W_new * SBt).sum(dim=1)
+    psi_new = S.diagonal() - (W_new * SBt).sum(dim=1)
     psi_new = _finish_noise(psi_new, isotropic, floor)
     return loglik, Params(W_new, psi_new, params.mu)
 
@@ -267,18 +267,17 @@ def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
 
     Given Psi, the best W is Psi^1/2 U_k (L_k - I)^1/2 with (L, U) the eigenpairs of
     Psi^-1/2 S Psi^-1/2; Psi then becomes diag(S - W W^T), floored. This is the fixed point
-    iteration of scikit-learn's FactorAnalysis, done on the d x d covariance instead of the
-    data. It moves fast from a poor start but is not guaranteed to be monotone, so it stops at
+    iteration of scikit-learn's FactorAnalysis, done on the covariance ``S`` (dense or low
+    rank, see ``_moments``) instead of the data. It moves fast from a poor start but is not guaranteed to be monotone, so it stops at
     the first decrease (keeping the best point), or when a step gains less than ``tol`` per
     sample. Returns W, Psi and the log-likelihoods of the points kept.
     """
     d = S.shape[0]
-    diag = torch.diagonal(S)
+    diag = S.diagonal()
     loglikes, best = [], None
     for _ in range(max_iter):
         root = torch.sqrt(psi)
-        eigvals, eigvecs = torch.linalg.eigh(S / root[:, None] / root[None, :])
-        eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
+        eigvals, eigvecs = _at_least(*S.scaled_eigh(root), k)
         kept = eigvals[:k].clamp_min(1.0)
         # log|C| = sum log psi + sum log kept; tr(C^-1 S) = sum eig/kept + the discarded eig
         loglik = -0.5 * n * (
@@ -297,25 +296,19 @@ def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
     return best[0], best[1], loglikes
 
 
-# ---------------------------------------------------------------------- sufficient statistics
-def merge_moments(count, mean, scatter, X, chunk=ROW_CHUNK):
-    """Merge the rows of ``X`` into (count, mean, scatter) with the pairwise update of Chan et al.
+def _at_least(eigvals, eigvecs, k):
+    """Eigenpairs of a low-rank matrix padded with zero pairs up to ``k`` (descending order).
 
-    ``scatter`` is sum (x - mean)(x - mean)^T. Exact up to rounding, in any order of chunks.
-    The rows are centred chunk by chunk (no n x d copy), then merged as in ../shared/MATH.md.
+    A zero eigenvalue gets no loading in the profile step, so the padded vectors never matter.
     """
-    n_b = X.shape[0]
-    mean_b = X.mean(dim=0)
-    scatter_b = _centred_scatter(X, mean_b, chunk)
-    if count == 0:
-        return n_b, mean_b, scatter_b
-    total = count + n_b
-    delta = mean_b - mean
-    mean_new = mean + delta * (n_b / total)
-    scatter_new = scatter + scatter_b + torch.outer(delta, delta) * (count * n_b / total)
-    return total, mean_new, scatter_new
+    missing = k - eigvals.shape[0]
+    if missing <= 0:
+        return eigvals, eigvecs
+    return (torch.cat([eigvals, eigvals.new_zeros(missing)]),
+            torch.cat([eigvecs, eigvecs.new_zeros(eigvecs.shape[0], missing)], dim=1))
 
 
+# ---------------------------------------------------------------------- sufficient statistics
 def _centred_scatter(X, mean, chunk, block_width=SCATTER_BLOCK):
     """sum (x - mean)(x - mean)^T over the rows of X, computing only the upper block triangle.
 

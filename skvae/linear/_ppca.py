@@ -162,17 +162,20 @@ class PPCA(BaseLinearGaussian):
             )
         return self.n_components
 
-    def _fit_complete(self, n_samples, mean, S, X):
+    def _keeps_factor(self, rows, n_features, whole):
+        if self.solver == "eigh":
+            return False
+        # solver="svd" on all the rows: the factor is the centred data, as that solver promises.
+        return rows < n_features or (whole and self.solver == "svd")
+
+    def _fit_complete(self, n_samples, mean, S):
         k = self.n_components_
         floor = self._floor_for(S)
         if self.solver == "em":
             return self._fit_em(n_samples, mean, S, floor)
-        if X is not None and (self.solver == "svd" or (self.solver == "auto" and n_samples < X.shape[1])):
-            _, singular, Vt = torch.linalg.svd(X - mean, full_matrices=False)
-            eigvals, eigvecs = singular**2 / n_samples, Vt.T
-        else:
-            eigvals, eigvecs = torch.linalg.eigh(S)
-            eigvals, eigvecs = eigvals.flip(0), eigvecs.flip(1)
+        # A low-rank S (n < d, or solver="svd") is decomposed by a thin SVD of its factor, the
+        # centred data: no d x d matrix. Otherwise the d x d covariance is eigendecomposed.
+        eigvals, eigvecs = S.eigh()
         W, sigma2 = gauss.ppca_from_eigen(eigvals, eigvecs, k, floor)
         self._eigvals = eigvals
         return W, sigma2.expand(S.shape[0]).clone(), None
@@ -180,16 +183,16 @@ class PPCA(BaseLinearGaussian):
     def _fit_em(self, n_samples, mean, S, floor):
         d, k = S.shape[0], self.n_components_
         generator = make_generator(self.random_state, self._device)
-        scale = torch.sqrt(torch.diagonal(S).mean() / k)
+        scale = torch.sqrt(S.diagonal().mean() / k)
         W = torch.randn(d, k, generator=generator, device=self._device, dtype=self._dtype) * scale
-        psi = torch.diagonal(S).mean().expand(d).clone()
+        psi = S.diagonal().mean().expand(d).clone()
         params = gauss.Params(W, psi, mean)
 
         def step(p):
             return gauss.em_step_stats(S, n_samples, p, isotropic=True, floor=floor)
 
         params, loglikes = self._run_em(step, params, n_samples, floor)
-        self._eigvals = torch.linalg.eigvalsh(S).flip(0)
+        self._eigvals = S.eigh()[0]
         return params.W, params.psi, loglikes
 
     def _fit_missing(self, X, mask):
@@ -198,7 +201,7 @@ class PPCA(BaseLinearGaussian):
 
     def _floor_for(self, S):
         """sigma2 >= 1e-9 times the mean variance (or the absolute floor for all-constant data)."""
-        return max(float(torch.diagonal(S).mean()) * 1e-9, self._noise_floor())
+        return max(float(S.diagonal().mean()) * 1e-9, self._noise_floor())
 
     def _after_fit(self, W, psi):
         eigvals = getattr(self, "_eigvals", None)

@@ -1,0 +1,129 @@
+"""Sufficient statistics of complete rows: count, mean and the scatter matrix, dense or low rank.
+
+The scatter Q = sum (x - mean)(x - mean)^T is d x d. When fewer rows than features have been
+seen it has rank below d, and a factor F with Q = F^T F (one row per data row, plus one per
+merge) is both smaller and enough for every solver that needs only products with Q, its
+diagonal or its spectrum: PPCA's closed form (thin SVD of F), EM (S W = F^T (F W) / n) and the
+profile iterations of factor analysis (thin SVD of F Psi^-1/2). A factor is merged exactly, by
+stacking (Chan et al.'s update, ../shared/MATH.md), and becomes a dense matrix once it would
+have as many rows as columns.
+
+A covariance S = scale * Q is passed to the solvers as a :class:`DenseScatter` or
+:class:`LowRankScatter`; both offer ``shape``, ``dtype``, ``device``, ``diagonal()``,
+``S @ M``, ``eigh()`` and ``scaled_eigh(root)``.
+"""
+
+import math
+
+import torch
+
+from ._gaussian import ROW_CHUNK, _centred_scatter
+
+
+class DenseScatter:
+    """S = scale * Q with Q a dense symmetric d x d matrix."""
+
+    def __init__(self, matrix, scale=1.0):
+        self.matrix = matrix
+        self.scale = scale
+
+    shape = property(lambda self: self.matrix.shape)
+    dtype = property(lambda self: self.matrix.dtype)
+    device = property(lambda self: self.matrix.device)
+
+    def __truediv__(self, value):
+        return type(self)(self.matrix, self.scale / value)
+
+    def __matmul__(self, M):
+        return (self.matrix @ M) * self.scale
+
+    def diagonal(self):
+        return torch.diagonal(self.matrix) * self.scale
+
+    def dense_sum(self):
+        """Q itself (scale ignored): the scatter to merge into."""
+        return self.matrix
+
+    def is_finite(self):
+        return bool(torch.isfinite(self.matrix).all())
+
+    def eigh(self):
+        """All eigenpairs of S, eigenvalues descending."""
+        eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale)
+        return eigvals.flip(0), eigvecs.flip(1)
+
+    def scaled_eigh(self, root):
+        """Eigenpairs of D^-1 S D^-1 with D = diag(root), eigenvalues descending."""
+        eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale / root[:, None] / root)
+        return eigvals.flip(0), eigvecs.flip(1)
+
+    def to(self, device):
+        return type(self)(self.matrix.to(device), self.scale)
+
+
+class LowRankScatter:
+    """S = scale * F^T F with F of shape (r, d), r < d: nothing d x d is ever formed."""
+
+    def __init__(self, factor, scale=1.0):
+        self.factor = factor
+        self.scale = scale
+
+    shape = property(lambda self: (self.factor.shape[1], self.factor.shape[1]))
+    dtype = property(lambda self: self.factor.dtype)
+    device = property(lambda self: self.factor.device)
+    rows = property(lambda self: self.factor.shape[0])
+
+    def __truediv__(self, value):
+        return type(self)(self.factor, self.scale / value)
+
+    def __matmul__(self, M):
+        return self.factor.T @ (self.factor @ M) * self.scale
+
+    def diagonal(self):
+        return self.factor.square().sum(dim=0) * self.scale
+
+    def dense_sum(self):
+        zero = torch.zeros(self.factor.shape[1], dtype=self.dtype, device=self.device)
+        return _centred_scatter(self.factor, zero, ROW_CHUNK)
+
+    def is_finite(self):
+        # Off-diagonal entries are bounded by the diagonal ones (Cauchy-Schwarz).
+        return bool(torch.isfinite(self.factor.square().sum(dim=0)).all())
+
+    def eigh(self):
+        """The (at most r) leading eigenpairs of S, by a thin SVD of F; the rest are 0."""
+        return self._thin(self.factor)
+
+    def scaled_eigh(self, root):
+        return self._thin(self.factor / root)
+
+    def _thin(self, F):
+        _, singular, Vt = torch.linalg.svd(F, full_matrices=False)
+        return singular.square() * self.scale, Vt.T
+
+    def to(self, device):
+        return type(self)(self.factor.to(device), self.scale)
+
+
+def merge_moments(stats, X, *, low_rank):
+    """Merge the rows of ``X`` into ``stats`` = (count, mean, scatter); exact in any order.
+
+    ``low_rank(rows)`` says whether a factor with that many rows is worth keeping for these
+    data; when it is not, the scatter is (or becomes) dense, computed chunk by chunk.
+    """
+    count, mean, scatter = stats
+    n_b = X.shape[0]
+    mean_b = X.mean(dim=0)
+    if count == 0:
+        if low_rank(n_b):
+            return n_b, mean_b, LowRankScatter(X - mean_b)
+        return n_b, mean_b, DenseScatter(_centred_scatter(X, mean_b, ROW_CHUNK))
+    total = count + n_b
+    delta = mean_b - mean
+    mean_new = mean + delta * (n_b / total)
+    weight = count * n_b / total
+    if isinstance(scatter, LowRankScatter) and low_rank(scatter.rows + n_b + 1):
+        rows = [scatter.factor, X - mean_b, delta[None, :] * math.sqrt(weight)]
+        return total, mean_new, LowRankScatter(torch.cat(rows))
+    dense = scatter.dense_sum() + _centred_scatter(X, mean_b, ROW_CHUNK)
+    return total, mean_new, DenseScatter(dense + torch.outer(delta, delta) * weight)
