@@ -227,14 +227,7 @@ def _dtype_cases():
     for kind in KINDS:
         for dtype in ("float32", "float64"):
             for input_dtype in (np.float32, np.float64):
-                marks = []
-                if kind in LINEAR and (dtype, input_dtype) != ("float64", np.float64):
-                    marks = [pytest.mark.xfail(strict=True, reason=(
-                        "linear models return the dtype param's float type from transform / "
-                        "inverse_transform / impute (and sample) instead of following the "
-                        "input: PPCA(dtype='float64').fit(X32).transform(X32).dtype == float64"
-                    ))]
-                yield pytest.param(kind, dtype, input_dtype, marks=marks,
+                yield pytest.param(kind, dtype, input_dtype,
                                    id=f"{kind}-{dtype}-in_{np.dtype(input_dtype).name}")
 
 
@@ -307,6 +300,12 @@ def test_missing_data_em_is_shift_invariant(cls):
     np.testing.assert_allclose(b.transform(X + 1e6), a.transform(X), atol=1e-6)
 
 
+LINALG_DEFECT = pytest.mark.xfail(strict=True, raises=Exception, reason=(
+    "linear EM raises torch._C._LinAlgError (cholesky / solve of a singular matrix) instead "
+    "of fitting or raising a ValueError: the noise floor is absolute, so huge-valued data "
+    "or constant data (PPCA solver='em') make the posterior precision singular"))
+
+
 def _gappy_with_a_duplicate(scale):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(30, 5))
@@ -327,29 +326,23 @@ def _fit_raises_clearly_or_is_finite(model, X):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("name, model, X", [
     pytest.param("fa-float64-1e30", FactorAnalysisEM(device="cpu"),
-                 np.random.RandomState(0).normal(size=(30, 5)) * 1e30, id="fa-complete-1e30"),
+                 np.random.RandomState(0).normal(size=(30, 5)) * 1e30, id="fa-complete-1e30",
+                 marks=LINALG_DEFECT),
     pytest.param("fa-float32-1e4", FactorAnalysisEM(device="cpu", dtype="float32", max_iter=30),
                  make_data("fa", 15, 2, 6, 1e4, False, False, 0.0).astype(np.float32),
                  id="fa-float32-2x6-1e4"),
     pytest.param("fa-nan-1e4", FactorAnalysisEM(device="cpu", max_iter=50),
                  _gappy_with_a_duplicate(1e4), id="fa-nan-1e4"),
     pytest.param("ppca-nan-1e8", PPCA(device="cpu"),
-                 make_data("ppca", 826, 17, 3, 1e8, False, True, 0.2), id="ppca-nan-dup-1e8"),
+                 make_data("ppca", 826, 17, 3, 1e8, False, True, 0.2), id="ppca-nan-dup-1e8",
+                 marks=LINALG_DEFECT),
     pytest.param("ppca-em-constant", PPCA(solver="em", device="cpu", random_state=0),
-                 np.ones((30, 5)), id="ppca-em-constant"),
+                 np.ones((30, 5)), id="ppca-em-constant", marks=LINALG_DEFECT),
 ])
-@pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "linear EM raises torch._C._LinAlgError (cholesky / solve of a singular matrix) instead "
-    "of fitting or raising a ValueError: the noise floor is absolute, so large-valued data "
-    "(FA complete 1e30; FA float32 1e4; FA or PPCA with NaN 1e4..1e8) or constant data "
-    "(PPCA solver='em') make the posterior precision singular"))
 def test_linear_em_never_raises_a_linalg_error(name, model, X):
     _fit_raises_clearly_or_is_finite(model, X)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "transform(X, return_std=True) returns std as a zero-stride broadcast view for complete "
-    "data: strides (0, 8), so writing one entry changes the whole column"))
 @pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
 def test_transform_std_is_an_ordinary_array(cls):
     rng = np.random.RandomState(0)
@@ -360,9 +353,6 @@ def test_transform_std_is_an_ordinary_array(cls):
     assert std[1, 0] != -1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "impute rounds the observed entries of float64 input to float32 under dtype='float32', "
-    "though its contract is that observed entries are returned unchanged"))
 @pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
 def test_impute_keeps_observed_entries(cls):
     X = np.random.RandomState(0).normal(size=(30, 4)) * np.pi

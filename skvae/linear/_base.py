@@ -6,7 +6,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._backend import make_generator, to_numpy
 from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
@@ -391,14 +391,23 @@ class BaseLinearGaussian(BaseLatentModel):
         """
         mu, W, psi = self._tensors()
         out = _output_dtype(X)
+        given = X
         X, has_nan = self._check_input(X, reset=False, return_has_nan=True, lazy_cast=True)
+        # Observed entries are returned exactly as given, never rounded through the model's
+        # dtype (a float32 model fills float64 data without touching what is observed).
+        if isinstance(given, torch.Tensor):
+            observed = given.detach().cpu().numpy()
+        else:
+            observed = check_array(given, dtype=None, ensure_all_finite=False)
         filled = np.empty(tuple(X.shape), dtype=out)
         for rows, chunk in self._row_chunks(X):
+            filled[rows] = observed[rows]
             mask = ~torch.isnan(chunk) if has_nan else None
             if mask is not None and not bool(mask.all()):
                 mean, _, _ = gauss.chunked_masked_posterior(chunk, mask, mu, W, psi)
-                chunk = torch.where(mask, chunk, mean @ W.T + mu)
-            filled[rows] = to_numpy(chunk)
+                missing = to_numpy(~mask, bool)
+                block = filled[rows]
+                block[missing] = to_numpy(mean @ W.T + mu, out)[missing]
         return filled
 
     def sample(self, n_samples=1, random_state=None):
