@@ -528,7 +528,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             ``latent_density_components`` components fitted to the posterior means of those
             rows (ex-post density estimation, Ghosh et al. 2020): it follows the codes like the
             aggregated posterior, but smooths between the stored rows and drops the encoder
-            noise, which on digits gives samples that look more like held-out data.
+            noise; on digits, more of its samples lie as close to a held-out digit as real
+            digits lie to each other (see the README).
 
         Returns
         -------
