@@ -117,7 +117,7 @@ def test_bad_sample_arguments(cls):
     for n in (0, -2, 1.5, True):
         with pytest.raises(ValueError, match="n_samples=.* must be a positive integer"):
             model.sample(n)
-    with pytest.raises(ValueError, match="latent='posterior' must be 'prior' or"):
+    with pytest.raises(ValueError, match="latent='posterior' must be 'prior', 'aggregated_po"):
         model.sample(2, latent="posterior")
 
 

@@ -13,6 +13,7 @@ from ._bounds import (
     monte_carlo_bounds,
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
+from ._latent import interpolation_path, sample_gaussian_mixture
 from ._likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
 from ._modules import ACTIVATIONS, VAEModule
 from ._objectives import ELBO, IWAE
@@ -28,11 +29,13 @@ __all__ = [
     "VAEModule",
     "elbo",
     "importance_weighted",
+    "interpolation_path",
     "kl_standard_normal",
     "kl_weight",
     "log_diag_normal",
     "log_standard_normal",
     "log_weights",
     "monte_carlo_bounds",
+    "sample_gaussian_mixture",
     "train_epochs",
 ]

@@ -84,6 +84,10 @@ class GaussianVAE(BaseVAE):
     n_importance_samples : int, default=100
         Number K of draws from q(z | x) in :meth:`score_samples` and :meth:`elbo_samples`.
 
+    latent_density_components : int, default=10
+        Components of the Gaussian mixture fitted to the codes of the training rows for
+        ``sample(latent="fitted")`` (see ``latent_density_``).
+
     warm_start : bool, default=False
         When True, ``fit`` continues from the weights of the previous fit instead of
         starting afresh (if the architecture parameters are unchanged).
@@ -129,6 +133,9 @@ class GaussianVAE(BaseVAE):
         Variance over the training rows of each component's posterior mean.
     n_active_components_ : int
         Components with ``latent_activity_ > 0.01`` (active units, Burda et al. 2016).
+    latent_density_ : sklearn.mixture.GaussianMixture
+        Density of the posterior means of the training rows, used by
+        ``sample(latent="fitted")``; fitted on first use and kept until the next fit.
     n_features_in_ : int
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -212,6 +219,7 @@ class GaussianVAE(BaseVAE):
         validation_fraction=0.1,
         n_iter_no_change=10,
         n_importance_samples=100,
+        latent_density_components=10,
         warm_start=False,
         device="auto",
         dtype="float32",
@@ -235,6 +243,7 @@ class GaussianVAE(BaseVAE):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.n_importance_samples = n_importance_samples
+        self.latent_density_components = latent_density_components
         self.warm_start = warm_start
         self.device = device
         self.dtype = dtype

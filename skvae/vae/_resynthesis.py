@@ -1,0 +1,252 @@
+"""Resynthesis with a fitted VAE: interpolation between rows, latent attribute vectors, and a
+density fitted to the codes for ``sample(latent="fitted")``.
+
+:class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
+through ``BaseVAE``'s private helpers (``_validated``, ``_encode``, ``_decode_mean``, the
+reservoir of training rows) and adds public methods only; ``sample`` calls
+:meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
+"""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from scipy import sparse
+from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_is_fitted
+
+from .._backend import seed_from, to_numpy
+from .._base import _output_dtype
+from ..nn import interpolation_path, sample_gaussian_mixture
+
+_SEED_MODULUS = 2**31 - 1
+
+
+class ResynthesisMixin:
+    """Interpolation, attribute vectors and the post-hoc latent density of the VAEs."""
+
+    # ------------------------------------------------------------------ encoding helpers
+    def _posterior_means(self, X, name):
+        """Validated ``X`` -> posterior means on the device (model dtype); errors name ``X``."""
+        try:
+            X = self._validated(X)
+        except ValueError as error:
+            if name == "X":
+                raise
+            raise ValueError(f"{name}: {error}") from error
+        with torch.inference_mode():
+            return self._encode(X)[0]
+
+    @staticmethod
+    def _one_row(x, name):
+        """A single row given as (n_features,) or (1, n_features), reshaped to (1, n_features)."""
+        if isinstance(x, torch.Tensor):
+            x = x.reshape(1, -1) if x.ndim == 1 else x
+        elif sparse.issparse(x) or hasattr(x, "columns"):
+            pass  # validation explains sparse input; a DataFrame keeps its column names
+        elif getattr(x, "ndim", None) == 1 and hasattr(x, "to_frame"):
+            x = x.to_frame().T  # a pandas Series: its index becomes the column names
+        else:
+            x = np.asarray(x)
+            x = x.reshape(1, -1) if x.ndim == 1 else x
+        shape = tuple(x.shape)
+        if len(shape) != 2 or shape[0] != 1:
+            raise ValueError(
+                f"{name} must be one row, of shape (n_features,) or (1, n_features); got shape "
+                f"{shape}. Pass X[i] to use row i of X."
+            )
+        return x
+
+    # ------------------------------------------------------------------ interpolation
+    def interpolate(self, x_a, x_b, n_steps=8, *, method="slerp", return_mean=True,
+                    random_state=None):
+        """Decode a path in latent space between the codes of two rows.
+
+        Both rows are encoded to their posterior means z_a and z_b, ``n_steps`` codes from z_a
+        to z_b are made, both endpoints included, and each is decoded. The first and last rows
+        of the result are therefore ``inverse_transform(transform(x_a))`` and the same for
+        ``x_b`` (the reconstructions, not the rows themselves).
+
+        Parameters
+        ----------
+        x_a, x_b : array-like, pandas Series or torch.Tensor of shape (n_features,) or \
+(1, n_features)
+            The rows to interpolate between.
+        n_steps : int, default=8
+            Number of rows returned, endpoints included; at least 2.
+        method : {"slerp", "linear"}, default="slerp"
+            "slerp" moves along the great circle between the directions of z_a and z_b
+            (spherical interpolation, White 2016), which keeps the path at the norm typical of
+            the Gaussian prior: with equal-norm endpoints every step has that norm. "linear"
+            takes the straight line (1 - t) z_a + t z_b, whose midpoint is the mean of the
+            two codes. When z_a and z_b are parallel, opposite or zero, "slerp" falls back to
+            the straight line.
+        return_mean : bool, default=True
+            Return the decoded means E[x | z]; False draws each row from p(x | z).
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws when ``return_mean=False``; None uses the estimator's
+            ``random_state``. Unused with ``return_mean=True``.
+
+        Returns
+        -------
+        X_path : ndarray of shape (n_steps, n_features)
+            The decoded path, from x_a's reconstruction to x_b's; float32 when both rows are
+            float32, else float64.
+
+        References
+        ----------
+        T. White, "Sampling generative networks", arXiv:1609.04468, 2016.
+        """
+        check_is_fitted(self)
+        if isinstance(n_steps, bool) or not isinstance(n_steps, Integral) or n_steps < 2:
+            raise ValueError(
+                f"n_steps={n_steps!r} must be an integer >= 2 (the path includes both endpoints)."
+            )
+        if method not in ("slerp", "linear"):
+            raise ValueError(f"method={method!r} must be 'slerp' or 'linear'.")
+        if not isinstance(return_mean, (bool, np.bool_)):
+            raise ValueError(f"return_mean={return_mean!r} must be True or False.")
+        out = np.float32 if _output_dtype(x_a) == _output_dtype(x_b) == np.float32 else np.float64
+        z_a = self._posterior_means(self._one_row(x_a, "x_a"), "x_a")[0]
+        z_b = self._posterior_means(self._one_row(x_b, "x_b"), "x_b")[0]
+        with torch.inference_mode():
+            path = interpolation_path(z_a, z_b, int(n_steps), method)
+            if return_mean:
+                return to_numpy(self._decode_mean(path), out)
+            seed = seed_from(self.random_state if random_state is None else random_state)
+            generator = torch.Generator(device=self._device).manual_seed(seed)
+            module = self.module_
+            return to_numpy(module.sample(module.decode(path), generator), out)
+
+    # ------------------------------------------------------------------ attribute vectors
+    def attribute_vector(self, X_from, X_to):
+        """Latent direction from one group of rows to another: the difference of mean codes.
+
+        ``mean(transform(X_to)) - mean(transform(X_from))``, e.g. from rows without a feature
+        (a pen stroke, a phenotype) to rows with it. Add it to codes with
+        :meth:`apply_attribute` to move other rows the same way.
+
+        Parameters
+        ----------
+        X_from : array-like or torch.Tensor of shape (n_from, n_features)
+            Rows of the starting group.
+        X_to : array-like or torch.Tensor of shape (n_to, n_features)
+            Rows of the target group.
+
+        Returns
+        -------
+        vector : ndarray of shape (n_components_,)
+            The difference of the groups' mean posterior means (float64).
+        """
+        check_is_fitted(self)
+        means = [
+            self._posterior_means(X, name).to(torch.float64).mean(dim=0)
+            for X, name in ((X_from, "X_from"), (X_to, "X_to"))
+        ]
+        return to_numpy(means[1] - means[0], np.float64)
+
+    def apply_attribute(self, X, vector, *, strength=1.0):
+        """Move the codes of rows along a latent direction and decode them.
+
+        Returns ``inverse_transform(transform(X) + strength * vector)``: with ``vector`` from
+        :meth:`attribute_vector`, ``strength=1`` adds the attribute, ``-1`` removes it and
+        ``0`` gives the plain reconstructions.
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Rows to edit.
+        vector : array-like of shape (n_components_,)
+            Latent direction, e.g. the output of :meth:`attribute_vector`.
+        strength : float, default=1.0
+            Multiple of ``vector`` added to each code.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features)
+            The decoded means of the moved codes, in the float type of ``X`` (float64 unless
+            X is float32).
+        """
+        check_is_fitted(self)
+        if isinstance(strength, (bool, np.bool_)) or not isinstance(strength, Real) or not (
+            np.isfinite(strength)
+        ):
+            raise ValueError(f"strength={strength!r} must be a finite real number.")
+        if isinstance(vector, torch.Tensor):
+            vector = to_numpy(vector)
+        try:
+            vector = np.asarray(vector, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("vector must hold real numbers, e.g. the output of "
+                             "attribute_vector.") from None
+        if vector.ndim == 2 and vector.shape[0] == 1:
+            vector = vector[0]
+        if vector.shape != (self.n_components_,):
+            raise ValueError(
+                f"vector must have shape (n_components_,) = ({self.n_components_},), like the "
+                f"output of attribute_vector; got shape {vector.shape}."
+            )
+        if not np.all(np.isfinite(vector)):
+            raise ValueError("vector contains NaN or infinity; it must be finite.")
+        out = _output_dtype(X)
+        codes = self._posterior_means(X, "X")
+        shift = torch.as_tensor(float(strength) * vector, device=self._device, dtype=self._dtype)
+        with torch.inference_mode():
+            return to_numpy(self._decode_mean(codes + shift), out)
+
+    # ------------------------------------------------------------------ latent density
+    @property
+    def latent_density_(self):
+        """sklearn.mixture.GaussianMixture fitted to the posterior means of the training rows.
+
+        The density of ``sample(latent="fitted")``, with ``latent_density_components``
+        components (at most one per stored row). It is fitted on first use (this attribute
+        or such a ``sample``), from the same rows as the aggregated posterior and a seed
+        fixed at ``fit``, so it is the same whenever it is computed; it is kept, pickled with
+        the model, and recomputed after ``fit`` / ``partial_fit`` or a change of
+        ``latent_density_components``.
+        """
+        return self._latent_density()["mixture"]
+
+    def _forget_latent_density(self):
+        """Drop the fitted latent density: called by every fit, which changes the codes."""
+        self.__dict__.pop("_latent_density_cache", None)
+
+    def _latent_density(self):
+        check_is_fitted(self)
+        requested = self.latent_density_components
+        if isinstance(requested, bool) or not isinstance(requested, Integral) or requested < 1:
+            raise ValueError(
+                f"latent_density_components={requested!r} must be a positive integer."
+            )
+        cached = self.__dict__.get("_latent_density_cache")
+        if cached is not None and cached["requested"] == requested:
+            return cached
+        with torch.inference_mode():
+            codes = to_numpy(self._encode(self._reservoir_rows)[0], np.float64)
+        mixture = GaussianMixture(
+            n_components=min(int(requested), codes.shape[0]),
+            covariance_type="full",
+            max_iter=200,
+            random_state=(self._seed * 1_000_003 + 49_979_687) % _SEED_MODULUS,
+        ).fit(codes)
+        cached = {
+            "requested": requested,
+            "mixture": mixture,
+            "cholesky": np.linalg.cholesky(mixture.covariances_),
+        }
+        self._latent_density_cache = cached
+        return cached
+
+    def _draw_fitted_latent(self, eps, generator):
+        """Codes drawn from :attr:`latent_density_`, with standard normal noise ``eps``."""
+        density = self._latent_density()
+        mixture = density["mixture"]
+        options = {"device": self._device, "dtype": torch.float64}
+        return sample_gaussian_mixture(
+            torch.as_tensor(mixture.weights_, **options),
+            torch.as_tensor(mixture.means_, **options),
+            torch.as_tensor(density["cholesky"], **options),
+            eps,
+            generator,
+        )
