@@ -13,19 +13,31 @@ from ._bounds import (
     monte_carlo_bounds,
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
-from ._likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+from ._likelihoods import (
+    BernoulliLikelihood,
+    CountLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+    ZeroInflatedNegativeBinomialLikelihood,
+)
 from ._modules import ACTIVATIONS, VAEModule
 from ._objectives import ELBO, IWAE
 
 __all__ = [
     "ACTIVATIONS",
     "BernoulliLikelihood",
+    "CountLikelihood",
     "ELBO",
     "GaussianLikelihood",
     "IWAE",
     "Likelihood",
+    "NegativeBinomialLikelihood",
+    "PoissonLikelihood",
     "TrainingHistory",
     "VAEModule",
+    "ZeroInflatedNegativeBinomialLikelihood",
     "elbo",
     "importance_weighted",
     "kl_standard_normal",
