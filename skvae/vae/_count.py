@@ -255,15 +255,18 @@ class CountVAE(BaseVAE):
         return _LIKELIHOODS[spec["kind"]](n_features)
 
     def _check_values(self, X):
+        advice = ("Pass raw counts (e.g. UMIs per gene and cell, not normalized or "
+                  "log-transformed values), or use GaussianVAE for real-valued data.")
         negative = int(torch.count_nonzero(X < 0))
-        fractional = int(torch.count_nonzero(X != torch.round(X)))
-        if negative or fractional:
-            low = float(X.min())
+        if negative:
             raise ValueError(
-                f"CountVAE models counts, but X has {negative} negative and {fractional} "
-                f"non-integer entries (smallest value {low:.4g}). Pass raw counts (e.g. UMIs "
-                "per gene and cell, not normalized or log-transformed values), or use "
-                "GaussianVAE for real-valued data."
+                f"Negative values in data passed to CountVAE: X has {negative} negative "
+                f"entries (smallest {float(X.min()):.4g}), but CountVAE models counts. {advice}"
+            )
+        fractional = int(torch.count_nonzero(X != torch.round(X)))
+        if fractional:
+            raise ValueError(
+                f"CountVAE models counts, but X has {fractional} non-integer entries. {advice}"
             )
 
     def _after_fit(self):
