@@ -4,10 +4,11 @@ from ._base import InconsistentVersionWarning
 from ._outlier import LatentOutlierDetector
 from ._version import __version__
 from .linear import PPCA, FactorAnalysisEM
-from .vae import BernoulliVAE, GaussianVAE
+from .vae import BernoulliVAE, CountVAE, GaussianVAE
 
 __all__ = [
     "BernoulliVAE",
+    "CountVAE",
     "FactorAnalysisEM",
     "GaussianVAE",
     "InconsistentVersionWarning",

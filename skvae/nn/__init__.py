@@ -14,19 +14,31 @@ from ._bounds import (
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
 from ._latent import interpolation_path, sample_gaussian_mixture
-from ._likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
+from ._likelihoods import (
+    BernoulliLikelihood,
+    CountLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+    ZeroInflatedNegativeBinomialLikelihood,
+)
 from ._modules import ACTIVATIONS, VAEModule
 from ._objectives import ELBO, IWAE
 
 __all__ = [
     "ACTIVATIONS",
     "BernoulliLikelihood",
+    "CountLikelihood",
     "ELBO",
     "GaussianLikelihood",
     "IWAE",
     "Likelihood",
+    "NegativeBinomialLikelihood",
+    "PoissonLikelihood",
     "TrainingHistory",
     "VAEModule",
+    "ZeroInflatedNegativeBinomialLikelihood",
     "elbo",
     "importance_weighted",
     "interpolation_path",

@@ -87,6 +87,15 @@ class Likelihood(nn.Module):
         """Told the per-feature scale of the data when the network records it (a fixed
         variance given in the units of x needs it); nothing by default."""
 
+    def encoder_input(self, x):
+        """What the encoder reads of rows x, before the network standardizes it: x itself by
+        default (count likelihoods take log1p(x))."""
+        return x
+
+    def on_training_data(self, x):
+        """Told the training rows ``x`` (in the likelihood's units) when the network is
+        initialized, for statistics it keeps (e.g. library sizes); nothing by default."""
+
 
 class GaussianLikelihood(Likelihood):
     """x_j ~ N(f_j(z), s_j): a diagonal Gaussian decoder, on standardized rows.
@@ -223,3 +232,260 @@ class BernoulliLikelihood(Likelihood):
     def sample(self, logits, generator):
         """One binary draw per entry."""
         return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+
+
+# Bounds on log theta (NB inverse dispersion): theta in [e^-8, e^8] ~ [3e-4, 3e3]. Past the
+# upper bound NB is Poisson to well within float32 rounding of lgamma(x + theta) - lgamma(theta).
+_LOG_THETA_MIN, _LOG_THETA_MAX = -8.0, 8.0
+# Library sizes kept (as quantiles of the training totals) for mean() and sample().
+_N_LIBRARY_QUANTILES = 1024
+
+
+class CountLikelihood(Likelihood):
+    """Base class of the count models: x_j ~ D(mu_j) with mu_j = l * rho_j (scVI's form).
+
+    The decoder outputs (the first ``n_features`` of them) are logits of per-feature
+    proportions rho = softmax(logits); the mean of x_j is mu_j = l * rho_j, where the library
+    size l is the row's observed total sum_j x_j (an offset, as scVI with observed library
+    sizes). ``log_prob`` is therefore log p(x | z, l = sum_j x_j): for each fixed l a
+    normalized probability mass function over the counts x.
+
+    With a ``mask``, only observed entries enter: the library is the total of the observed
+    entries and rho is renormalized over the observed features, so masking entries is the same
+    as dropping those columns (from x, the logits and any per-feature parameter).
+
+    The encoder reads log1p(x) (:meth:`encoder_input`). For :meth:`mean` and :meth:`sample`,
+    which have no x, the library comes from ``library_quantiles``: 1024 quantiles of the
+    training rows' totals recorded by :meth:`on_training_data` (the mean uses their mean; a
+    draw picks one of them at random).
+
+    Parameters
+    ----------
+    n_features : int
+        Width of x.
+    """
+
+    def __init__(self, n_features):
+        super().__init__(n_features)
+        self.register_buffer("library_quantiles", torch.ones(_N_LIBRARY_QUANTILES))
+
+    def encoder_input(self, x):
+        """log1p(x): counts span orders of magnitude, their logarithm is what the encoder sees."""
+        return torch.log1p(x)
+
+    def on_training_data(self, x):
+        """Record quantiles of the library sizes (row totals) of training rows ``x``."""
+        totals = x.sum(-1).double()
+        levels = (torch.arange(_N_LIBRARY_QUANTILES, dtype=torch.float64, device=x.device)
+                  + 0.5) / _N_LIBRARY_QUANTILES
+        # The empirical quantile function: level q picks the floor(q * n)-th smallest total,
+        # so each training total fills about 1024 / n of the slots.
+        index = (levels * totals.shape[0]).floor().long().clamp_max(totals.shape[0] - 1)
+        quantiles = torch.sort(totals).values[index]
+        self.library_quantiles.copy_(quantiles.to(self.library_quantiles.dtype))
+
+    def initial_output_bias(self, x):
+        """Logits of the pooled proportions of each feature: the decoder starts at the
+        independent model mu_j = l * (sum_i x_ij / sum_i,j x_ij)."""
+        totals = x.sum(dim=0)
+        log_rho = torch.log(totals + 1e-3 * totals.sum().clamp_min(1.0) / self.n_features)
+        bias = torch.zeros(self.n_outputs, dtype=x.dtype, device=x.device)
+        bias[: self.n_features] = log_rho - log_rho.mean()
+        return bias
+
+    def log_mean(self, x, params, mask=None):
+        """log mu = log l + log_softmax(logits) and x with masked entries set to 0.
+
+        Masked features are left out of the softmax (rho renormalized over the observed ones);
+        their log mu is set to 0, a finite placeholder that ``masked_sum`` ignores. A zero
+        library (all observed counts zero) is replaced by the smallest positive number, which
+        gives those rows log p = -0 (up to 1e-38) and keeps every term finite.
+        """
+        logits = params[..., : self.n_features]
+        if mask is not None:
+            mask = mask.to(torch.bool)
+            zero = torch.zeros((), dtype=x.dtype, device=x.device)
+            x = torch.where(mask, x, zero)
+            logits = torch.where(mask, logits, torch.full((), -math.inf, dtype=logits.dtype,
+                                                          device=logits.device))
+        library = x.sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        log_mu = torch.log(library) + torch.log_softmax(logits, dim=-1)
+        if mask is not None:
+            log_mu = torch.where(mask, log_mu, torch.zeros((), dtype=log_mu.dtype,
+                                                          device=log_mu.device))
+        return x, log_mu
+
+    def proportions(self, params):
+        """rho = softmax(logits): the expected share of each feature in a row's total."""
+        return torch.softmax(params[..., : self.n_features], dim=-1)
+
+    def mean_library(self):
+        """Mean of the recorded training library sizes."""
+        return self.library_quantiles.mean()
+
+    def draw_library(self, shape, generator, device):
+        """Library sizes of shape ``shape + (1,)`` drawn from the recorded quantiles."""
+        index = torch.randint(_N_LIBRARY_QUANTILES, shape, generator=generator, device=device)
+        return self.library_quantiles[index].unsqueeze(-1)
+
+    def mean(self, params):
+        """E[x | z] = E[l] * rho (times 1 - pi for ZINB), E[l] the mean training library."""
+        return self.mean_library() * self.proportions(params)
+
+    def sample(self, params, generator):
+        """Counts (as floats) with a library size drawn from the training totals per row."""
+        library = self.draw_library(params.shape[:-1], generator, params.device)
+        return self.sample_counts(library * self.proportions(params), params, generator)
+
+    def sample_counts(self, mu, params, generator):
+        """Counts drawn with mean ``mu`` (given the decoder output ``params``)."""
+        raise NotImplementedError
+
+
+def _lgamma1p(x):
+    return torch.lgamma(x + 1.0)
+
+
+class PoissonLikelihood(CountLikelihood):
+    """x_j ~ Poisson(l * rho_j): log p = sum_j [x_j log mu_j - mu_j - log x_j!].
+
+    See :class:`CountLikelihood` for the library size l, proportions rho and masking.
+    """
+
+    def log_prob(self, x, params, mask=None):
+        """Poisson log-mass summed over the (observed) features, per row, in nats."""
+        x, log_mu = self.log_mean(x, params, mask)
+        return masked_sum(x * log_mu - torch.exp(log_mu) - _lgamma1p(x), mask)
+
+    def sample_counts(self, mu, params, generator):
+        """Poisson draws."""
+        return torch.poisson(mu, generator=generator)
+
+
+def _nb_log_prob(x, log_mu, log_theta):
+    """Elementwise log NB(x; mean mu, inverse dispersion theta), stable in log space.
+
+    log Gamma(x + theta) - log Gamma(theta) - log x! + theta log(theta / (theta + mu))
+    + x log(mu / (theta + mu)), with log(1 + mu / theta) = softplus(log mu - log theta), so
+    that large theta (the Poisson limit) loses nothing to cancellation in the last two terms.
+    """
+    theta = torch.exp(log_theta)
+    log_ratio = log_mu - log_theta
+    log1p_ratio = F.softplus(log_ratio)  # log(1 + mu / theta)
+    return (torch.lgamma(x + theta) - torch.lgamma(theta) - _lgamma1p(x)
+            - theta * log1p_ratio + x * (log_ratio - log1p_ratio))
+
+
+def standard_gamma(alpha, generator):
+    """Gamma(alpha, 1) draws from the torch ``generator`` (torch's own gamma sampler takes none).
+
+    Marsaglia and Tsang's rejection method, vectorized: every round draws for all entries and
+    keeps the first accepted value of each (more than 95% accept per round for alpha >= 1);
+    alpha < 1 uses Gamma(alpha) = Gamma(alpha + 1) * U^(1 / alpha).
+    """
+    options = {"generator": generator, "device": alpha.device, "dtype": alpha.dtype}
+    boost = alpha < 1
+    a = torch.where(boost, alpha + 1.0, alpha)
+    d = a - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    out = torch.zeros_like(alpha)
+    pending = torch.ones(alpha.shape, dtype=torch.bool, device=alpha.device)
+    while bool(pending.any()):
+        z = torch.randn(alpha.shape, **options)
+        u = torch.rand(alpha.shape, **options)
+        v = (1.0 + c * z) ** 3
+        log_v = torch.log(v.clamp_min(torch.finfo(alpha.dtype).tiny))
+        accept = (v > 0) & (torch.log(u) < 0.5 * z.square() + d - d * v + d * log_v)
+        out = torch.where(pending & accept, d * v, out)
+        pending = pending & ~accept
+    u = torch.rand(alpha.shape, **options)
+    return torch.where(boost, out * u ** (1.0 / alpha), out)
+
+
+class NegativeBinomialLikelihood(CountLikelihood):
+    """x_j ~ NB(mean l * rho_j, inverse dispersion theta_j), theta learned per feature.
+
+    Var[x_j] = mu_j + mu_j^2 / theta_j (scVI's "gene" dispersion); theta -> infinity is the
+    Poisson model. theta = exp(log_theta) with log_theta clamped to [-8, 8]. Equivalently
+    x_j ~ Poisson(g), g ~ Gamma(shape theta_j, mean mu_j); in scipy's terms
+    ``nbinom(n=theta, p=theta / (theta + mu))``. See :class:`CountLikelihood` for l, rho and
+    masking.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of x.
+    """
+
+    def __init__(self, n_features):
+        super().__init__(n_features)
+        self.log_theta = nn.Parameter(torch.zeros(self.n_features))
+
+    def log_inverse_dispersion(self):
+        """log theta per feature (clamped)."""
+        return self.log_theta.clamp(_LOG_THETA_MIN, _LOG_THETA_MAX)
+
+    def inverse_dispersion(self):
+        """theta per feature."""
+        return torch.exp(self.log_inverse_dispersion())
+
+    def log_prob(self, x, params, mask=None):
+        """NB log-mass summed over the (observed) features, per row, in nats."""
+        x, log_mu = self.log_mean(x, params, mask)
+        return masked_sum(_nb_log_prob(x, log_mu, self.log_inverse_dispersion()), mask)
+
+    def sample_counts(self, mu, params, generator):
+        """Gamma-Poisson draws."""
+        theta = self.inverse_dispersion().expand(mu.shape)
+        rate = standard_gamma(theta, generator) * (mu / theta)
+        return torch.poisson(rate, generator=generator)
+
+
+class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
+    """x_j = 0 with probability pi_j, else NB(l * rho_j, theta_j): scVI's ZINB.
+
+    The decoder has 2 * n_features outputs: the logits of rho, then the dropout logits d with
+    pi = sigmoid(d). log p(0) = log(pi + (1 - pi) NB(0)) computed as
+    logaddexp(-softplus(-d), -softplus(d) + log NB(0)); log p(x > 0) = -softplus(d) +
+    log NB(x). E[x_j | z] = (1 - pi_j) mu_j.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of x.
+    """
+
+    @property
+    def n_outputs(self):
+        """Width of the decoder output: proportions' logits and dropout logits."""
+        return 2 * self.n_features
+
+    def initial_output_bias(self, x):
+        """Pooled proportions, and dropout logits of -3 (pi ~ 0.05)."""
+        bias = super().initial_output_bias(x)
+        bias[self.n_features:] = -3.0
+        return bias
+
+    def dropout_probability(self, params):
+        """pi = sigmoid(d), per entry."""
+        return torch.sigmoid(params[..., self.n_features:])
+
+    def log_prob(self, x, params, mask=None):
+        """ZINB log-mass summed over the (observed) features, per row, in nats."""
+        x, log_mu = self.log_mean(x, params, mask)
+        d = params[..., self.n_features:]
+        log_nb = _nb_log_prob(x, log_mu, self.log_inverse_dispersion())
+        log_keep = -F.softplus(d)  # log(1 - pi)
+        log_zero = torch.logaddexp(-F.softplus(-d), log_keep + log_nb)
+        return masked_sum(torch.where(x == 0, log_zero, log_keep + log_nb), mask)
+
+    def mean(self, params):
+        """E[x | z] = (1 - pi) * E[l] * rho."""
+        return super().mean(params) * (1.0 - self.dropout_probability(params))
+
+    def sample_counts(self, mu, params, generator):
+        """NB draws set to zero with probability pi."""
+        counts = super().sample_counts(mu, params, generator)
+        pi = self.dropout_probability(params)
+        keep = torch.rand(pi.shape, generator=generator, device=pi.device, dtype=pi.dtype) >= pi
+        return torch.where(keep, counts, torch.zeros((), dtype=counts.dtype, device=counts.device))

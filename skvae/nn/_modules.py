@@ -96,6 +96,7 @@ class VAEModule(nn.Module):
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.zero_()
             if x is not None:
+                self.likelihood.on_training_data(self.targets(x))
                 bias = self.likelihood.initial_output_bias(self.targets(x))
                 if bias is not None:
                     self.decoder[-1].bias.copy_(bias)
@@ -107,9 +108,14 @@ class VAEModule(nn.Module):
             self.in_scale.copy_(scale)
             self.likelihood.on_standardization(self.in_scale)
 
+    def encoder_input(self, x):
+        """The rows as the encoder reads them before standardization (the likelihood says:
+        x itself, or e.g. log1p(x) for counts); ``in_loc`` and ``in_scale`` are theirs."""
+        return self.likelihood.encoder_input(x)
+
     def standardize(self, x):
-        """(x - in_loc) / in_scale: the encoder's input."""
-        return (x - self.in_loc) / self.in_scale
+        """(encoder_input(x) - in_loc) / in_scale: the encoder's input."""
+        return (self.encoder_input(x) - self.in_loc) / self.in_scale
 
     def targets(self, x):
         """What the likelihood reads for rows x: standardized rows or x itself."""
@@ -129,7 +135,7 @@ class VAEModule(nn.Module):
         """
         with torch.no_grad():
             inputs = torch.empty(X.shape, dtype=X.dtype, device=X.device)
-            torch.sub(X, self.in_loc, out=inputs)
+            torch.sub(self.encoder_input(X), self.in_loc, out=inputs)
             inputs.div_(self.in_scale)
         return inputs, self.targets_from(X.contiguous(), inputs)
 

@@ -212,7 +212,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             if self.early_stopping:
                 X_train, X_val = self._split_validation(X, generator)
             module = self._build_module(spec)
-            module.set_standardization(*_standardization(X_train))
+            module.set_standardization(*_standardization(module.encoder_input(X_train)))
             module.reset_parameters(generator, X_train)
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             history = TrainingHistory()
