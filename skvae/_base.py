@@ -44,6 +44,19 @@ def _versions():
     return {"skvae": __version__, "scikit-learn": sklearn.__version__, "torch": torch.__version__}
 
 
+def _on_cpu(value):
+    """``value`` with every tensor in it on the CPU (tensors, and tuples, lists and dicts of
+    them), so that a model fitted on a GPU unpickles on a machine without one. Other objects
+    holding tensors are moved by the estimator's own ``__getstate__``."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_cpu(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    return value
+
+
 def fit_all_or_nothing(method):
     """Make a fitting method atomic: when it raises, the estimator is as it was before the call.
 
@@ -267,8 +280,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         state = dict(super().__getstate__())
         state["_pickled_versions"] = _versions()
         for key, value in state.items():
-            if isinstance(value, torch.Tensor):
-                state[key] = value.detach().cpu()
+            state[key] = _on_cpu(value)
         if isinstance(state.get("_device"), torch.device):
             state["_device"] = str(state["_device"])
         return state

@@ -80,3 +80,21 @@ def test_fit_on_cuda_matches_the_api_and_accepts_cuda_tensors(cls):
     again = cls(**FAST, device="cuda").fit(X)
     np.testing.assert_allclose(again.transform(X), model.transform(X), rtol=1e-4, atol=1e-5)
     assert model.sample(4, latent="aggregated_posterior").shape == (4, X.shape[1])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("wide", [False, True])
+def test_linear_model_streamed_on_cuda_pickles_with_its_statistics_on_the_cpu(wide):
+    # partial_fit keeps the sufficient statistics (dense, or a low-rank factor on wide data)
+    # inside a tuple and an object: they must be on the CPU in the pickle too.
+    from skvae import PPCA
+
+    X = np.random.RandomState(0).normal(size=(20, 40 if wide else 5))
+    model = PPCA(n_components=2, device="cuda").partial_fit(X)
+    state = model.__getstate__()
+    count, mean, scatter = state["_stats"]
+    tensors = [mean, *(v for v in vars(scatter).values() if isinstance(v, torch.Tensor))]
+    assert tensors and all(t.device.type == "cpu" for t in tensors)
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_allclose(loaded.partial_fit(X).score(X), model.partial_fit(X).score(X))

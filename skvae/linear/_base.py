@@ -268,6 +268,13 @@ class BaseLinearGaussian(BaseLatentModel):
         )
         return mu, W, psi
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        if state.get("_stats") is not None:
+            count, mean, scatter = state["_stats"]  # the scatter object moves its own tensors
+            state["_stats"] = (count, mean, scatter.to("cpu"))
+        return state
+
     def _restore_device(self):
         if getattr(self, "_stats", None) is not None:
             count, mean, scatter = self._stats
