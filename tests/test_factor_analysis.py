@@ -129,7 +129,15 @@ def test_convergence_warning_at_max_iter(cancer):
 
 
 def test_noise_variance_init(cancer):
+    # The start matters after a few iterations (a parameter that is ignored would give the
+    # same early iterate from any start) but not at convergence (same maximum).
     init = np.full(30, 0.5)
+    early = {}
+    for scale in (1.0, 40.0):
+        with pytest.warns(ConvergenceWarning):
+            early[scale] = FactorAnalysisEM(n_components=5, noise_variance_init=scale * init,
+                                            max_iter=3, device="cpu").fit(cancer)
+    assert not np.allclose(early[1.0].noise_variance_, early[40.0].noise_variance_, rtol=1e-2)
     model = FactorAnalysisEM(n_components=5, noise_variance_init=init, device="cpu").fit(cancer)
     reference = FactorAnalysisEM(n_components=5, device="cpu").fit(cancer)
     assert model.score(cancer) == pytest.approx(reference.score(cancer), abs=1e-3)
