@@ -11,6 +11,7 @@ from ._bounds import (
     log_standard_normal,
     log_weights,
     monte_carlo_bounds,
+    monte_carlo_impute,
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
 from ._likelihoods import BernoulliLikelihood, GaussianLikelihood, Likelihood
@@ -34,5 +35,6 @@ __all__ = [
     "log_standard_normal",
     "log_weights",
     "monte_carlo_bounds",
+    "monte_carlo_impute",
     "train_epochs",
 ]
