@@ -100,10 +100,15 @@ def gaussian_binned_log_pmf(model, X, n_importance, seed=0):
             params = module.decode(z.to(dtype))
             f = lik.mean(params).double()
             s = torch.sqrt(lik.variance(params).double())
-            upper = torch.special.log_ndtr((hi[rows] - f) / s)
-            lower = torch.special.log_ndtr((lo[rows] - f) / s)
-            # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b)))
-            log_bin = upper + torch.log(-torch.expm1(lower - upper))
+            a, b = (lo[rows] - f) / s, (hi[rows] - f) / s
+            # log(Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b))); for a
+            # bin in the upper tail (a > 0) both Phi round to 1, so use the mirror image
+            # Phi(-a) - Phi(-b) there, whose logs keep their precision.
+            upper_tail = a > 0
+            hi_t = torch.where(upper_tail, -a, b)
+            lo_t = torch.where(upper_tail, -b, a)
+            top, bottom = torch.special.log_ndtr(hi_t), torch.special.log_ndtr(lo_t)
+            log_bin = top + torch.log(-torch.expm1(bottom - top))
             log_px = log_bin.sum(-1)
             log_ratio = -0.5 * (z.square().sum(-1) - eps[:, None, :].square().sum(-1)
                                 - logvar.sum(-1))

@@ -11,6 +11,7 @@ from ._bounds import (
     log_standard_normal,
     log_weights,
     monte_carlo_bounds,
+    monte_carlo_impute,
 )
 from ._engine import TrainingHistory, kl_weight, train_epochs
 from ._latent import interpolation_path, sample_gaussian_mixture
@@ -49,5 +50,6 @@ __all__ = [
     "log_weights",
     "monte_carlo_bounds",
     "sample_gaussian_mixture",
+    "monte_carlo_impute",
     "train_epochs",
 ]

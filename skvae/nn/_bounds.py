@@ -3,7 +3,13 @@
 The row-level functions (``elbo``, ``log_weights``, ``importance_weighted``) take the encoder's
 output, the standard normal noise ``eps`` and the decoder and likelihood, so they are pure and
 can be checked with ``torch.autograd.gradcheck``. ``monte_carlo_bounds`` drives them over many
-rows and draws in chunks whose size is set by a memory budget.
+rows and draws in chunks whose size is set by a memory budget; ``monte_carlo_impute`` does the
+same for the importance-weighted conditional means of missing entries.
+
+Missing entries: each function takes an optional ``mask`` (nonzero where an entry is
+observed, shaped like x). The bounds are then those of log p(x_obs), the likelihood counting
+only the observed entries, and q(z | x_obs) reads the mask (see ``VAEModule``). ``x`` must be
+finite where masked out (``VAEModule.fill``); the chunked drivers fill it themselves.
 """
 
 import math
@@ -41,19 +47,27 @@ def reparameterize(mean, logvar, eps):
     return torch.addcmul(mean, torch.exp(0.5 * logvar), eps)
 
 
-def elbo(x, mean, logvar, eps, decode, likelihood, beta=1.0):
+def _log_prob(likelihood, x, params, mask):
+    # Without a mask, the call of old: likelihoods written before masks keep working.
+    if mask is None:
+        return likelihood.log_prob(x, params)
+    return likelihood.log_prob(x, params, mask)
+
+
+def elbo(x, mean, logvar, eps, decode, likelihood, beta=1.0, mask=None):
     """beta-ELBO per row with one reparameterized draw and the KL term in closed form.
 
     E_q[log p(x | z)] is estimated with z = mean + std * eps; ``beta`` weights the KL term.
     ``likelihood`` is anything with ``log_prob(x, params)``: a :class:`Likelihood`, or a
     :class:`VAEModule`, which takes ``module.targets(x)`` and returns nats in the units of x.
+    With ``mask``, the bound of log p(x_obs).
     """
     z = reparameterize(mean, logvar, eps)
-    log_px = likelihood.log_prob(x, decode(z))
+    log_px = _log_prob(likelihood, x, decode(z), mask)
     return log_px - beta * kl_standard_normal(mean, logvar)
 
 
-def log_weights(x, mean, logvar, eps, decode, likelihood):
+def log_weights(x, mean, logvar, eps, decode, likelihood, mask=None):
     """log p(x | z_k) + log p(z_k) - log q(z_k | x) for draws eps of shape (K, n or 1, k).
 
     Returns shape (K, n). Since (z - mean) / std = eps, log q is computed from eps directly:
@@ -62,12 +76,12 @@ def log_weights(x, mean, logvar, eps, decode, likelihood):
     """
     z = reparameterize(mean, logvar, eps)
     log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
-    return likelihood.log_prob(x, decode(z)) + log_ratio
+    return _log_prob(likelihood, x, decode(z), mask) + log_ratio
 
 
-def importance_weighted(x, mean, logvar, eps, decode, likelihood):
+def importance_weighted(x, mean, logvar, eps, decode, likelihood, mask=None):
     """logsumexp_k log w_k - log K per row: the importance-weighted bound (Burda et al.)."""
-    lw = log_weights(x, mean, logvar, eps, decode, likelihood)
+    lw = log_weights(x, mean, logvar, eps, decode, likelihood, mask)
     return torch.logsumexp(lw, dim=0) - math.log(lw.shape[0])
 
 
@@ -75,7 +89,18 @@ def _decoder(module, c):
     return module.decode if c is None else (lambda z: module.decode(z, c))
 
 
-def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None):
+def _chunk(module, X, C, mask, start, rows):
+    """Rows ``start:start + rows``: (x filled, standardized u, targets, c, mask)."""
+    x = X[start : start + rows].contiguous()  # a column-major X would slow every step
+    c = None if C is None else C[start : start + rows]
+    m = None if mask is None else mask[start : start + rows]
+    if m is not None:
+        x = module.fill(x, m)
+    u = module.standardize(x)
+    return x, u, module.targets_from(x, u), c, m
+
+
+def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
     """Importance-weighted estimate and ELBO estimate of log p(x) for every row of X.
 
     Every row uses the same K draws ``eps`` (shape (K, n_components)), so a row's values do not
@@ -84,7 +109,7 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None):
     ``budget`` elements per layer; the draws of a row are combined with a running logsumexp.
     A chunk of rows is standardized once and read by the encoder and, when it models
     standardized rows, the likelihood. ``C`` holds the rows' covariates when the module has
-    some.
+    some; ``mask`` (like X, True where observed) makes them bounds of log p(x_obs).
 
     Returns
     -------
@@ -101,15 +126,13 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None):
     iw = torch.empty(n, dtype=eps.dtype, device=eps.device)
     lower = torch.empty(n, dtype=eps.dtype, device=eps.device)
     for start in range(0, n, rows):
-        x = X[start : start + rows].contiguous()  # a column-major X would slow every step
-        c = None if C is None else C[start : start + rows]
-        u = module.standardize(x)
-        mean, logvar = module.encode_standardized(u, c)
-        target = module.targets_from(x, u)
+        _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
+        mean, logvar = module.encode_standardized(u, c, m)
         decode = _decoder(module, c)
         lse = total = None
         for k0 in range(0, K, draws):
-            lw = log_weights(target, mean, logvar, eps[k0 : k0 + draws, None, :], decode, module)
+            lw = log_weights(target, mean, logvar, eps[k0 : k0 + draws, None, :], decode, module,
+                             m)
             part = torch.logsumexp(lw, dim=0)
             lse = part if lse is None else torch.logaddexp(lse, part)
             total = lw.sum(dim=0) if total is None else total + lw.sum(dim=0)
@@ -118,18 +141,61 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None):
     return iw, lower
 
 
-def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET, C=None):
+def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
+    """Importance-weighted conditional means E[x | x_obs] of every entry, in the units of x.
+
+    E[x | x_obs] = E_{p(z | x_obs)} E[x | z] ~= sum_k w_k E[x | z_k] with z_k ~ q(z | x_obs)
+    and self-normalized weights w_k proportional to p(x_obs | z_k) p(z_k) / q(z_k | x_obs)
+    (Mattei & Frellsen, 2019, MIWAE). All rows share the K draws ``eps`` (K, n_components),
+    chunked and combined with a running logsumexp as in :func:`monte_carlo_bounds`. Every
+    entry is returned, observed ones included: the caller keeps the observed values.
+    """
+    n = X.shape[0]
+    K = eps.shape[0]
+    width = module.widest()
+    rows = max(1, min(n, budget // (K * width)))
+    draws = max(1, min(K, budget // (rows * width)))
+    out = torch.empty(X.shape, dtype=eps.dtype, device=eps.device)
+    for start in range(0, n, rows):
+        _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
+        mean, logvar = module.encode_standardized(u, c, m)
+        decode = _decoder(module, c)
+        lse = acc = None
+        for k0 in range(0, K, draws):
+            z = reparameterize(mean, logvar, eps[k0 : k0 + draws, None, :])
+            params = decode(z)
+            log_ratio = -0.5 * (z.square().sum(-1) - eps[k0 : k0 + draws, None, :].square()
+                                .sum(-1) - logvar.sum(-1))
+            lw = module.log_prob(target, params, m) + log_ratio  # (draws, rows)
+            part = torch.logsumexp(lw, dim=0)
+            weighted = (torch.exp(lw - part)[..., None] * module.mean(params)).sum(0)
+            if lse is None:
+                lse, acc = part, weighted
+            else:
+                new = torch.logaddexp(lse, part)
+                acc = acc * torch.exp(lse - new)[:, None] + weighted * torch.exp(part - new)[:, None]
+                lse = new
+        out[start : start + rows] = acc
+    return out
+
+
+def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
     """Mean ELBO (beta = 1) over the rows of X with fixed noise eps (n, k), chunked."""
     rows = max(1, budget // module.widest())
     total = torch.zeros((), dtype=eps.dtype, device=eps.device)
     for start in range(0, X.shape[0], rows):
-        x = X[start : start + rows]
-        c = None if C is None else C[start : start + rows]
-        u = module.standardize(x)
-        mean, logvar = module.encode_standardized(u, c)
+        if mask is None:
+            x = X[start : start + rows]
+            c = None if C is None else C[start : start + rows]
+            u = module.standardize(x)
+            mean, logvar = module.encode_standardized(u, c)
+            target = module.targets_from(x, u)
+        else:
+            _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
+            mean, logvar = module.encode_standardized(u, c, m)
         values = elbo(
-            module.targets_from(x, u), mean, logvar, eps[start : start + rows],
-            _decoder(module, c), module,
+            target, mean, logvar, eps[start : start + rows],
+            _decoder(module, c), module, mask=None if mask is None else m,
         )
         total = total + values.sum()
     return total / X.shape[0]

@@ -101,7 +101,7 @@ class TrainingResult:
 
 
 def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
-    inputs, targets, covariates = data
+    inputs, targets, covariates, masks = data
     n = inputs.shape[0]
     order = torch.randperm(n, generator=generator, device=inputs.device)
     total = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
@@ -110,7 +110,11 @@ def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
         u = inputs.index_select(0, index)
         x = u if targets is inputs else targets.index_select(0, index)
         c = None if covariates is None else covariates.index_select(0, index)
-        loss = -objective(module, u, x, generator, weight, c).mean()
+        if masks is None:  # the call of old: objectives written before masks keep working
+            loss = -objective(module, u, x, generator, weight, c).mean()
+        else:
+            m = masks.index_select(0, index)
+            loss = -objective(module, u, x, generator, weight, c, mask=m).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -137,6 +141,8 @@ def train_epochs(
     objective=None,
     C=None,
     C_val=None,
+    mask=None,
+    mask_val=None,
 ):
     """Train ``module`` on ``X`` for up to ``max_epochs`` epochs, updating ``history``.
 
@@ -159,11 +165,15 @@ def train_epochs(
     Each minibatch step maximizes ``objective`` (default: :class:`ELBO`; see
     ``skvae.nn._objectives``) at the epoch's KL weight; the validation score is the ELBO at
     ``beta = 1`` whatever the objective. ``C`` and ``C_val`` are the covariates of the rows of
-    ``X`` and ``X_val`` for a module that conditions on some.
+    ``X`` and ``X_val`` for a module that conditions on some. ``mask`` and ``mask_val`` (bool,
+    shaped like ``X`` and ``X_val``, True where observed) train on the observed entries only:
+    the objective and the validation ELBO are then bounds of log p(x_obs), and the unobserved
+    entries of X (NaN allowed) are never read.
     """
     batch_size = max(1, min(int(batch_size), X.shape[0]))
     objective = ELBO() if objective is None else objective
-    data = (*module.prepare(X), C)  # standardized and row-major once, not once per minibatch
+    # Standardized and row-major once, not once per minibatch.
+    data = (*module.prepare(X, mask), C, mask)
     val_eps = None
     if X_val is not None:
         if history.validation_scores is None:
@@ -188,7 +198,7 @@ def train_epochs(
             finite = math.isfinite(loss) and _finite_parameters(module)
             if X_val is not None and finite:
                 with torch.no_grad():
-                    score = float(mean_elbo(module, X_val, val_eps, C=C_val))
+                    score = float(mean_elbo(module, X_val, val_eps, C=C_val, mask=mask_val))
                 finite = math.isfinite(score)
         except KeyboardInterrupt:
             if at_start is not None:

@@ -47,6 +47,16 @@ class VAEModule(nn.Module):
     conditioned on, not modelled: they are appended to the encoder's input and to the
     decoder's input z.
 
+    Missing entries: every method that reads rows takes an optional boolean ``mask``
+    (nonzero where an entry is observed). Unobserved entries may hold anything (NaN
+    included): :meth:`fill` sets them to ``in_loc``, i.e. to 0 in standardized units, the
+    likelihood counts only the observed entries (the marginal of x_obs), and a row with no
+    observed entry is given the prior as its posterior (the exact posterior given nothing).
+    With ``mask_inputs=True`` the encoder also reads the mask (input width 2 * n_features
+    + n_covariates), so q(z | x_obs) can tell a missing entry from an observed mean
+    (Mattei & Frellsen, 2019); without it, a mask still works (the encoder then sees the
+    mean in place of a missing entry).
+
     Parameters
     ----------
     n_features : int
@@ -61,21 +71,24 @@ class VAEModule(nn.Module):
         The observation model, e.g. :class:`GaussianLikelihood`.
     n_covariates : int, default=0
         Width of c.
+    mask_inputs : bool, default=False
+        Whether the encoder also reads the mask of observed entries.
     """
 
     def __init__(self, n_features, n_components, hidden_layer_sizes, activation, likelihood,
-                 n_covariates=0):
+                 n_covariates=0, mask_inputs=False):
         super().__init__()
         hidden = tuple(int(h) for h in hidden_layer_sizes)
         self.n_features = int(n_features)
         self.n_components = int(n_components)
         self.n_covariates = int(n_covariates)
+        self.mask_inputs = bool(mask_inputs)
+        n_inputs = (2 if self.mask_inputs else 1) * self.n_features + self.n_covariates
         # nn.Linear draws its default initialization from the global RNG: fork it so building
         # a module never changes the caller's random state (reset_parameters draws the
         # weights from the estimator's own generator).
         with torch.random.fork_rng(devices=[]):
-            self.encoder = mlp(n_features + self.n_covariates, hidden, 2 * n_components,
-                               activation)
+            self.encoder = mlp(n_inputs, hidden, 2 * n_components, activation)
             self.decoder = mlp(n_components + self.n_covariates, hidden[::-1],
                                likelihood.n_outputs, activation)
         self.likelihood = likelihood
@@ -117,6 +130,12 @@ class VAEModule(nn.Module):
         """(encoder_input(x) - in_loc) / in_scale: the encoder's input."""
         return (self.encoder_input(x) - self.in_loc) / self.in_scale
 
+    def fill(self, x, mask):
+        """x with its unobserved entries (``mask`` zero) set to ``in_loc``, a new tensor:
+        they standardize to exactly 0 and are finite for every later step (a NaN left in a
+        masked entry would still poison the gradients through ``torch.where``)."""
+        return torch.where(mask.to(torch.bool), x, self.in_loc)
+
     def targets(self, x):
         """What the likelihood reads for rows x: standardized rows or x itself."""
         return self.standardize(x) if self.likelihood.standardizes_targets else x
@@ -125,8 +144,10 @@ class VAEModule(nn.Module):
         """:meth:`targets` when the standardized rows ``u`` of ``x`` are already at hand."""
         return u if self.likelihood.standardizes_targets else x
 
-    def prepare(self, X):
+    def prepare(self, X, mask=None):
         """The training rows, standardized once: ``(inputs, targets)``.
+
+        With ``mask``, unobserved entries are filled first (see :meth:`fill`).
 
         ``inputs`` is a row-major copy of ``standardize(X)`` (a minibatch is then a gather of
         contiguous rows, even when X is column-major). ``targets`` is what the likelihood
@@ -134,21 +155,38 @@ class VAEModule(nn.Module):
         rows of X, row-major.
         """
         with torch.no_grad():
+            if mask is not None:
+                X = self.fill(X, mask)
             inputs = torch.empty(X.shape, dtype=X.dtype, device=X.device)
             torch.sub(self.encoder_input(X), self.in_loc, out=inputs)
             inputs.div_(self.in_scale)
         return inputs, self.targets_from(X.contiguous(), inputs)
 
-    def encode(self, x, c=None):
-        """Mean and log-variance of q(z | x, c), each (n, n_components)."""
-        return self.encode_standardized(self.standardize(x), c)
+    def encode(self, x, c=None, mask=None):
+        """Mean and log-variance of q(z | x, c), each (n, n_components); with ``mask``, of
+        q(z | x_obs, c)."""
+        if mask is not None:
+            x = self.fill(x, mask)
+        return self.encode_standardized(self.standardize(x), c, mask)
 
-    def encode_standardized(self, u, c=None):
-        """:meth:`encode` for rows already standardized by :meth:`standardize`."""
+    def encode_standardized(self, u, c=None, mask=None):
+        """:meth:`encode` for rows already standardized by :meth:`standardize` (and, with
+        ``mask``, filled by :meth:`fill`)."""
+        parts = [u]
+        if self.mask_inputs:
+            parts.append(torch.ones_like(u) if mask is None else mask.to(u.dtype))
         if self.n_covariates:
-            u = torch.cat([u, c], dim=-1)
-        mean, logvar = self.encoder(u).chunk(2, dim=-1)
-        return mean, logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+            parts.append(c)
+        mean, logvar = self.encoder(torch.cat(parts, dim=-1) if len(parts) > 1 else u).chunk(
+            2, dim=-1)
+        logvar = logvar.clamp(_LOGVAR_MIN, _LOGVAR_MAX)
+        if mask is not None:
+            # Nothing observed: the posterior is the prior, so log weights and KL are 0.
+            seen = mask.to(torch.bool).any(dim=-1, keepdim=True)
+            mean = torch.where(seen, mean, torch.zeros((), dtype=mean.dtype, device=mean.device))
+            logvar = torch.where(seen, logvar,
+                                 torch.zeros((), dtype=logvar.dtype, device=logvar.device))
+        return mean, logvar
 
     def decode(self, z, c=None):
         """Decoder output for latent codes of shape (..., n, n_components) and covariates
@@ -184,6 +222,6 @@ class VAEModule(nn.Module):
 
     def widest(self):
         """Largest layer width: sets how many rows an inference chunk can hold."""
-        widths = [self.n_features, self.likelihood.n_outputs]
+        widths = [(2 if self.mask_inputs else 1) * self.n_features, self.likelihood.n_outputs]
         widths += [m.out_features for m in self.modules() if isinstance(m, nn.Linear)]
         return max(widths)

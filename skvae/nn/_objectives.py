@@ -3,7 +3,8 @@
 An objective is called with the network, a minibatch of standardized rows (the encoder's
 input), what the likelihood reads for the same rows (see ``VAEModule.targets``), the torch
 generator for its draws, the KL weight of the current epoch (``beta`` after warm-up) and the
-rows' covariates (None without them). It returns one value per row, in nats, to maximize; the
+rows' covariates (None without them), and the rows' mask of observed entries (None when
+complete; then the objective of log p(x_obs), see ``skvae.nn._bounds``). It returns one value per row, in nats, to maximize; the
 training loop minimizes the negative mean. ELBO, beta-ELBO with warm-up and the
 importance-weighted bound are peers: a new objective is one such class.
 """
@@ -23,10 +24,10 @@ class ELBO:
 
     name = "elbo"
 
-    def __call__(self, module, inputs, targets, generator, kl_weight, c=None):
-        mean, logvar = module.encode_standardized(inputs, c)
+    def __call__(self, module, inputs, targets, generator, kl_weight, c=None, mask=None):
+        mean, logvar = module.encode_standardized(inputs, c, mask)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return elbo(targets, mean, logvar, eps, _decoder(module, c), module, kl_weight)
+        return elbo(targets, mean, logvar, eps, _decoder(module, c), module, kl_weight, mask)
 
 
 class IWAE:
@@ -48,12 +49,12 @@ class IWAE:
     def __init__(self, n_samples=5):
         self.n_samples = int(n_samples)
 
-    def __call__(self, module, inputs, targets, generator, kl_weight, c=None):
-        mean, logvar = module.encode_standardized(inputs, c)
+    def __call__(self, module, inputs, targets, generator, kl_weight, c=None, mask=None):
+        mean, logvar = module.encode_standardized(inputs, c, mask)
         eps = torch.randn((self.n_samples, *mean.shape), generator=generator,
                           device=mean.device, dtype=mean.dtype)
         z = reparameterize(mean, logvar, eps)
         # log p(z) - log q(z | x) from eps directly: (z - mean) / std = eps.
         log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
-        log_w = module.log_prob(targets, _decoder(module, c)(z)) + kl_weight * log_ratio
+        log_w = module.log_prob(targets, _decoder(module, c)(z), mask) + kl_weight * log_ratio
         return torch.logsumexp(log_w, dim=0) - math.log(self.n_samples)

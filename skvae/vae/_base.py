@@ -2,6 +2,12 @@
 
 Subclasses choose the likelihood (``_likelihood_spec`` / ``_make_likelihood``), may restrict
 the data (``_check_values``) and add fitted attributes (``_after_fit``).
+
+Missing values (NaN) are accepted by every method that reads X. The bounds are then those of
+log p(x_obs) (the likelihood of the observed entries, through the ``mask`` of ``skvae.nn``),
+the encoder sees the standardized row with 0 in place of a missing entry, and a model whose
+``fit`` saw NaN also gives its encoder the mask (``_module_spec["mask_inputs"]``). Complete
+data never build a mask, so they train and score exactly as without this support.
 """
 
 import warnings
@@ -11,7 +17,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._backend import seed_from, to_numpy
 from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
@@ -23,6 +29,7 @@ from ..nn import (
     TrainingHistory,
     VAEModule,
     monte_carlo_bounds,
+    monte_carlo_impute,
     train_epochs,
 )
 from ..nn._engine import load_optimizer_state, make_optimizer
@@ -39,12 +46,33 @@ _SEED_MODULUS = 2**62
 _ACTIVITY_THRESHOLD = 0.01
 
 
-def _standardization(X):
-    """Per-feature mean and std of X; a (numerically) constant feature gets scale 1."""
-    mean = X.mean(dim=0)
-    std = torch.sqrt(((X - mean) ** 2).mean(dim=0))
+def _standardization(X, mask=None):
+    """Per-feature mean and std of X; a (numerically) constant feature gets scale 1.
+
+    With ``mask`` (True where observed), of the observed entries only (nanmean, nanstd); a
+    feature never observed gets location 0 and scale 1.
+    """
+    if mask is None:
+        mean = X.mean(dim=0)
+        std = torch.sqrt(((X - mean) ** 2).mean(dim=0))
+    else:
+        zero = torch.zeros((), dtype=X.dtype, device=X.device)
+        count = mask.sum(dim=0).to(X.dtype)
+        mean = torch.where(mask, X, zero).sum(dim=0) / count.clamp(min=1)
+        std = torch.sqrt(torch.where(mask, X - mean, zero).square().sum(dim=0) / count.clamp(min=1))
     constant = std <= 100 * torch.finfo(X.dtype).eps * mean.abs() + torch.finfo(X.dtype).tiny
     return mean, torch.where(constant, torch.ones_like(std), std)
+
+
+def _observed(X, has_nan=None):
+    """The mask of observed (non-NaN) entries of X, or None when X is complete.
+
+    ``has_nan`` is whether X holds NaN when the caller knows it (None: look).
+    """
+    if has_nan is None:
+        missing = torch.isnan(X)
+        return ~missing if bool(missing.any()) else None
+    return ~torch.isnan(X) if has_nan else None
 
 
 class BaseVAE(ResynthesisMixin, BaseLatentModel):
@@ -78,7 +106,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         tags = super().__sklearn_tags__()
         # Computation runs in self.dtype; outputs are cast back to the input's float type.
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.allow_nan = True  # NaN is a missing entry everywhere
         return tags
+
+    def _nan_policy(self):
+        return None
 
     # ------------------------------------------------------------------ subclass hooks
     def _likelihood_spec(self):
@@ -124,6 +156,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             spec["hidden_layer_sizes"],
             spec["activation"],
             likelihood,
+            mask_inputs=spec.get("mask_inputs", False),
         )
         return module.to(device=self._device, dtype=self._dtype)
 
@@ -156,6 +189,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Training data. A CUDA tensor is used where it lies, without a copy to the host.
+            NaN marks a missing entry: the model is then fitted to the observed entries
+            (see Notes of the class).
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -178,7 +213,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
-            A chunk of training data.
+            A chunk of training data; NaN marks a missing entry.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -192,9 +227,16 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _fit(self, X, *, incremental):
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
-        X = self._check_input(X, reset=fresh)
+        X, has_nan = self._check_input(X, reset=fresh, return_has_nan=True)
         self._check_values(X)
+        if has_nan and bool(torch.isnan(X).all()):
+            raise ValueError(
+                f"X has no observed entry: all its {X.numel()} values are NaN, so there is "
+                "nothing to fit. Pass rows with observed values."
+            )
         spec = self._module_spec_for(X.shape[1])
+        if not fresh and self._module_spec.get("mask_inputs"):
+            spec["mask_inputs"] = True  # how the fitted encoder reads rows stays as it is
         if not fresh and spec != self._module_spec:
             if incremental:
                 raise ValueError(
@@ -204,6 +246,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 )
             fresh = True
             X = self._check_input(X, reset=True)
+        if fresh:
+            # The encoder reads the mask when the data it is fitted on have gaps.
+            spec.pop("mask_inputs", None)
+            if has_nan:
+                spec["mask_inputs"] = True
 
         if fresh:
             seed = seed_from(self.random_state)
@@ -211,9 +258,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             X_train, X_val = X, None
             if self.early_stopping:
                 X_train, X_val = self._split_validation(X, generator)
+            mask_train = _observed(X_train, has_nan)
             module = self._build_module(spec)
-            module.set_standardization(*_standardization(module.encoder_input(X_train)))
-            module.reset_parameters(generator, X_train)
+            module.set_standardization(
+                *_standardization(module.encoder_input(X_train), mask_train))
+            module.reset_parameters(
+                generator, X_train if mask_train is None else module.fill(X_train, mask_train))
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             history = TrainingHistory()
         else:
@@ -238,6 +288,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             X_train, X_val = X, None
             if self.early_stopping and not incremental:
                 X_train, X_val = self._split_validation(X, generator)
+            mask_train = _observed(X_train, has_nan)
+        mask_val = None if X_val is None else _observed(X_val, has_nan)
 
         try:
             result = train_epochs(
@@ -255,6 +307,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 n_iter_no_change=None if incremental else self.n_iter_no_change,
                 verbose=self.verbose,
                 objective=self._objective(),
+                mask=mask_train,
+                mask_val=mask_val,
             )
         except FloatingPointError:
             raise ValueError(
@@ -306,7 +360,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
         self._update_reservoir(X_train, generator, merge=not fresh)
-        self._set_latent_diagnostics(X_train)
+        self._set_latent_diagnostics(X_train, has_nan)
         self._forget_latent_density()
         self._after_fit()
         return self
@@ -332,7 +386,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         # A copy: X may share the caller's memory.
         self._reservoir_keys, self._reservoir_rows = keys.clone(), rows.clone()
 
-    def _set_latent_diagnostics(self, X):
+    def _set_latent_diagnostics(self, X, has_nan=None):
         """Per-component KL and activity over the training rows, to show posterior collapse.
 
         A component is active when its posterior mean varies across the data: Burda et al.
@@ -340,7 +394,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         q(z_j | x) = p(z_j) for every x, so it carries no information and its KL is ~0.
         """
         with torch.no_grad():
-            mean, logvar = self._encode(X)
+            mean, logvar = self._encode(X, has_nan)
         kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar)
         self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
         self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
@@ -350,9 +404,15 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _rows_per_chunk(self):
         return max(1, _INFERENCE_BUDGET // self.module_.widest())
 
-    def _encode(self, X):
+    def _encode(self, X, has_nan=None):
+        """Mean and log-variance of q(z | x_obs) for every row of X; NaN entries are missing
+        (``has_nan``: whether X holds any, when known; None looks in every chunk)."""
         rows = self._rows_per_chunk()
-        parts = [self.module_.encode(X[i : i + rows]) for i in range(0, X.shape[0], rows)]
+        parts = []
+        for i in range(0, X.shape[0], rows):
+            x = X[i : i + rows]
+            mask = None if has_nan is False else _observed(x)
+            parts.append(self.module_.encode(x) if mask is None else self.module_.encode(x, mask=mask))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _decode_mean(self, Z):
@@ -364,11 +424,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         ]
         return torch.cat(parts)
 
-    def _validated(self, X):
+    def _validated(self, X, return_has_nan=False):
         check_is_fitted(self)
-        X = self._check_input(X, reset=False)
+        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
         self._check_values(X)
-        return X
+        return (X, has_nan) if return_has_nan else X
 
     def transform(self, X, return_std=False):
         """Mean of the approximate posterior q(z | x) of each row.
@@ -376,7 +436,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
-            Data to encode.
+            Data to encode. NaN entries are missing: the result is q(z | x_obs), and a row
+            with no observed entry gets the prior (mean 0, std 1).
         return_std : bool, default=False
             Also return the standard deviations of q(z | x).
 
@@ -388,9 +449,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             Posterior standard deviations, only when ``return_std=True``.
         """
         out = _output_dtype(X)
-        X = self._validated(X)
+        X, has_nan = self._validated(X, return_has_nan=True)
         with torch.inference_mode():
-            mean, logvar = self._encode(X)
+            mean, logvar = self._encode(X, has_nan)
             std = torch.exp(0.5 * logvar)
         if return_std:
             return to_numpy(mean, out), to_numpy(std, out)
@@ -415,19 +476,25 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         with torch.inference_mode():
             return to_numpy(self._decode_mean(Z), out)
 
-    def _bounds(self, X):
-        X = self._validated(X)
+    def _importance_draws(self):
+        """The K standard normal draws (K, n_components) every row of every call shares."""
         generator = torch.Generator(device=self._device).manual_seed(
             (self._seed * 1_000_003 + 104_729) % _SEED_MODULUS
         )
-        eps = torch.randn(
+        return torch.randn(
             (self.n_importance_samples, self.n_components_),
             generator=generator,
             device=self._device,
             dtype=self._dtype,
         )
+
+    def _bounds(self, X):
+        X, has_nan = self._validated(X, return_has_nan=True)
+        eps = self._importance_draws()
         with torch.inference_mode():
-            return monte_carlo_bounds(self.module_, X, eps)
+            if not has_nan:
+                return monte_carlo_bounds(self.module_, X, eps)
+            return monte_carlo_bounds(self.module_, X, eps, mask=~torch.isnan(X))
 
     def score_samples(self, X):
         """Importance-weighted estimate of log p(x) for each row, in nats.
@@ -438,10 +505,14 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         model was fitted and are shared by all rows, so repeated calls agree and a row's
         value does not depend on the other rows passed with it.
 
+        With NaN entries (missing), the estimate is of log p(x_obs), the density of the
+        observed entries of the row (the missing ones integrated out); a row with no
+        observed entry scores 0.
+
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
-            Data.
+            Data; NaN marks a missing entry.
 
         Returns
         -------
@@ -456,12 +527,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         Estimated with the same ``n_importance_samples`` draws as :meth:`score_samples` (the
         mean of the log importance weights instead of their log-mean-exp), so for every row
-        ``elbo_samples(X) <= score_samples(X)``.
+        ``elbo_samples(X) <= score_samples(X)``. With NaN entries, the ELBO of log p(x_obs).
 
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
-            Data.
+            Data; NaN marks a missing entry.
 
         Returns
         -------
@@ -485,7 +556,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
-            Data.
+            Data; NaN marks a missing entry (the terms are then those of x_obs).
 
         Returns
         -------
@@ -494,9 +565,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             ``log_likelihood == elbo + gap``.
         """
         iw, lower = self._bounds(X)
-        X = self._validated(X)
+        X, has_nan = self._validated(X, return_has_nan=True)
         with torch.inference_mode():
-            mean, logvar = self._encode(X)
+            mean, logvar = self._encode(X, has_nan)
             kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
         iw, lower, kl = (to_numpy(v, np.float64) for v in (iw, lower, kl))
         return {
@@ -506,6 +577,43 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             "kl": kl,
             "gap": iw - lower,
         }
+
+    def impute(self, X):
+        """Fill the NaN entries of ``X`` with their conditional mean E[x_missing | x_observed].
+
+        E[x_m | x_o] = E_{p(z | x_o)} E[x_m | z] is estimated by self-normalized importance
+        sampling (MIWAE, Mattei & Frellsen 2019): with K = ``n_importance_samples`` draws
+        z_k ~ q(z | x_o), sum_k w_k E[x_m | z_k], w_k proportional to
+        p(x_o | z_k) p(z_k) / q(z_k | x_o). The draws are those of :meth:`score_samples`, so
+        repeated calls agree and a row's values do not depend on the other rows. A row with
+        no observed entry gets the model's mean E[x].
+
+        Parameters
+        ----------
+        X : array-like or torch.Tensor of shape (n_samples, n_features)
+            Data with NaN marking missing entries. It is not modified.
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features)
+            A copy of ``X`` with its observed entries unchanged (bit for bit) and the missing
+            ones imputed (probabilities for a Bernoulli likelihood), in the float type of
+            ``X`` (float64 unless X is float32).
+        """
+        out = _output_dtype(X)
+        X_tensor, has_nan = self._validated(X, return_has_nan=True)
+        if isinstance(X, torch.Tensor):
+            result = to_numpy(X, out).copy()
+        else:  # the caller's values in the output type, not the network's dtype
+            result = check_array(X, dtype=out, ensure_all_finite=False, copy=True)
+        if not has_nan:
+            return result
+        with torch.inference_mode():
+            means = monte_carlo_impute(self.module_, X_tensor, ~torch.isnan(X_tensor),
+                                       self._importance_draws())
+        missing = np.isnan(result)
+        result[missing] = to_numpy(means, out)[missing]
+        return result
 
     def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior"):
         """Generate rows by ancestral sampling: z, then x ~ p(x | z).

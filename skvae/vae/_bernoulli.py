@@ -230,6 +230,9 @@ class BernoulliVAE(BaseVAE):
     def _check_values(self, X):
         low, high = torch.aminmax(X)
         low, high = float(low), float(high)
+        if low != low or high != high:  # NaN (missing entries): the range of the others
+            observed = X[~torch.isnan(X)]
+            low, high = (float(v) for v in torch.aminmax(observed)) if observed.numel() else (0, 1)
         if low < 0 or high > 1:
             # "Negative values in data" is the phrase sklearn's positive_only check expects.
             raise ValueError(
