@@ -36,7 +36,9 @@ class PPCA(BaseLinearGaussian):
         Maximum number of EM iterations (solver "em", or NaN in X).
 
     tol : float, default=1e-5
-        EM stops when an iteration raises the mean log-likelihood per sample by less than tol.
+        EM stops when a cycle (two EM steps and an extrapolation) raises the mean
+        log-likelihood per sample by less than tol, and a geometric extrapolation of the gain
+        still to come is below tol too.
 
     device : str or torch.device, default="auto"
         Where the computation runs: "auto" (CUDA when available, else CPU), "cpu", "cuda",
@@ -182,13 +184,13 @@ class PPCA(BaseLinearGaussian):
         generator = make_generator(self.random_state, self._device)
         scale = torch.sqrt(torch.diagonal(S).mean() / k)
         W = torch.randn(d, k, generator=generator, device=self._device, dtype=self._dtype) * scale
-        psi = torch.diagonal(S).mean().expand(d).clone()
+        psi = torch.diagonal(S).mean().clamp_min(floor).expand(d).clone()
         params = gauss.Params(W, psi, mean)
 
         def step(p):
             return gauss.em_step_stats(S, n_samples, p, isotropic=True, floor=floor)
 
-        params, loglikes = self._run_em(step, params, n_samples, floor)
+        params, loglikes = self._run_em(step, params, n_samples, floor, torch.diagonal(S))
         self._eigvals = torch.linalg.eigvalsh(S).flip(0)
         return params.W, params.psi, loglikes
 
@@ -198,7 +200,7 @@ class PPCA(BaseLinearGaussian):
 
     def _floor_for(self, S):
         """sigma2 >= 1e-9 times the mean variance (or the absolute floor for all-constant data)."""
-        return max(float(torch.diagonal(S).mean()) * 1e-9, self._noise_floor())
+        return max(float(torch.diagonal(S).mean()) * 1e-9, self._noise_floor(S))
 
     def _after_fit(self, W, psi):
         eigvals = getattr(self, "_eigvals", None)
