@@ -153,7 +153,9 @@ def test_pandas_in_and_out(cls, prefix, wine):
     model = make(cls, n_components=3).set_output(transform="pandas").fit(frame)
     out = model.transform(frame)
     assert list(out.columns) == [f"{prefix}{i}" for i in range(3)]
-    np.testing.assert_allclose(out.to_numpy(), make(cls, n_components=3).fit(wine).transform(wine))
+    # rtol: a column-major frame rounds differently and EM may stop a step apart
+    np.testing.assert_allclose(out.to_numpy(), make(cls, n_components=3).fit(wine).transform(wine),
+                               rtol=1e-5)
     np.testing.assert_array_equal(model.feature_names_in_, frame.columns)
     mean, std = model.transform(frame, return_std=True)
     assert list(mean.columns) == list(out.columns) and std.shape == (178, 3)

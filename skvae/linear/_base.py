@@ -152,21 +152,20 @@ class BaseLinearGaussian(BaseLatentModel):
                 f"X has no observed value in column(s) {columns[:10]}: a feature that is NaN in "
                 "every row cannot be modelled. Drop those columns before fitting."
             )
-        params = self._init_missing(X, mask)
-        floor = self._noise_floor()
+        params, floor, variances = self._init_missing(X, mask)
 
         def step(p):
             return gauss.em_step_masked(X, mask, p, isotropic=self._isotropic, floor=floor)
 
-        params, loglikes = self._run_em(step, params, X.shape[0], floor)
+        params, loglikes = self._run_em(step, params, X.shape[0], floor, variances)
         self._set_fitted(params.mu, params.W, params.psi, loglikes)
 
-    def _run_em(self, step, params, n_samples, floor, loglikes=()):
+    def _run_em(self, step, params, n_samples, floor, variances, loglikes=()):
         """EM (SQUAREM-accelerated) after the iterations whose log-likelihoods are ``loglikes``."""
         loglikes = list(loglikes)
-        params, more, converged = gauss.run_em(
+        params, more, status = gauss.run_em(
             step, params, n=n_samples, max_iter=self.max_iter - len(loglikes), tol=self.tol,
-            floor=floor,
+            floor=floor, variances=variances,
         )
         loglikes += more
         if not np.all(np.isfinite(loglikes)):
@@ -174,7 +173,15 @@ class BaseLinearGaussian(BaseLatentModel):
                 f"EM produced a non-finite log-likelihood in {type(self).__name__}.fit; the data "
                 "may be degenerate (check for huge values or duplicated columns)."
             )
-        if not converged:
+        if status == "decreased":
+            warnings.warn(
+                f"{type(self).__name__} EM stopped after {len(loglikes)} iterations because the "
+                "log-likelihood decreased (or became non-finite) by more than rounding explains; "
+                "the fit is the best point reached and may be far from the optimum. Rescale X "
+                "(e.g. sklearn.preprocessing.StandardScaler) or use dtype='float64'.",
+                ConvergenceWarning,
+            )
+        elif status == "max_iter":
             warnings.warn(
                 f"{type(self).__name__} EM did not converge in max_iter={self.max_iter} "
                 f"iterations (tol={self.tol}). Increase max_iter or tol.",
@@ -182,12 +189,17 @@ class BaseLinearGaussian(BaseLatentModel):
             )
         return params, loglikes
 
-    def _noise_floor(self):
-        """Smallest noise variance allowed, so constant columns keep a finite density.
+    def _noise_floor(self, S):
+        """Smallest noise variance allowed, relative to the mean variance of the data (``S``).
 
-        1e-12 in float64 is scikit-learn's FactorAnalysis floor, so likelihoods compare.
+        1e-12 (float64) or 1e-6 (float32) times the mean of diag(S), so that c * X gets the
+        floor of X times c^2 and fits stay scale equivariant; an absolute sqrt(tiny) keeps
+        all-constant data at a finite density.
         """
-        return 1e-12 if self._dtype == torch.float64 else 1e-6
+        rel = 1e-12 if self._dtype == torch.float64 else 1e-6
+        tiny = torch.finfo(self._dtype).tiny ** 0.5
+        variances = S if getattr(S, "ndim", 2) == 1 else S.diagonal()  # diag(S) may be given
+        return max(rel * float(variances.mean()), tiny)
 
     def _initial_loadings(self, S):
         """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start.
@@ -200,26 +212,36 @@ class BaseLinearGaussian(BaseLatentModel):
         if isinstance(S, LowRankScatter) and self.n_components_ >= S.rows:
             S = DenseScatter(S.dense_sum(), S.scale)
         eigvals, eigvecs = S.eigh()
-        W, sigma2 = gauss.ppca_from_eigen(eigvals, eigvecs, k, self._noise_floor())
+        floor = self._noise_floor(S)
+        W, sigma2 = gauss.ppca_from_eigen(eigvals, eigvecs, k, floor)
         if k < self.n_components_:  # k = d (factor analysis only): start the last column small
             W = torch.cat([W, eigvecs[:, k:] * torch.sqrt(sigma2) * 0.5], dim=1)
         if self._isotropic:
             return W, sigma2.expand(d).clone()
-        return W, (S.diagonal() - (W * W).sum(dim=1)).clamp_min(self._noise_floor())
+        return W, (S.diagonal() - (W * W).sum(dim=1)).clamp_min(floor)
 
     def _init_missing(self, X, mask):
-        """Start EM with gaps from the PPCA solution on mean-imputed data."""
-        observed = mask.to(X.dtype)
-        zeros = torch.zeros((), dtype=X.dtype, device=X.device)
-        mean = torch.where(mask, X, zeros).sum(dim=0) / observed.sum(dim=0)
-        centred = torch.where(mask, X - mean, zeros)
+        """Start EM with gaps from the PPCA solution on mean-imputed data; also the noise floor.
+
+        The column means are taken relative to each column's first observed value, so a large
+        common offset costs no digits, even in float32. Wide data (n < d) keep the n x d
+        centred rows as a low-rank factor: no d x d matrix is formed.
+        """
+        zero = torch.zeros((), dtype=X.dtype, device=X.device)
+        counts = mask.sum(dim=0).to(X.dtype)
+        first = torch.argmax(mask.to(torch.int8), dim=0)
+        reference = X[first, torch.arange(X.shape[1], device=X.device)]
+        mean = reference + torch.where(mask, X - reference, zero).sum(dim=0) / counts
+        centred = torch.where(mask, X - mean, zero)
         n, d = X.shape
-        if n < d:  # wide: the n x d factor, never a d x d matrix
+        if n < d:
             scatter = LowRankScatter(centred)
         else:
-            scatter = DenseScatter(gauss._centred_scatter(centred, zeros, gauss.ROW_CHUNK))
+            scatter = DenseScatter(gauss._centred_scatter(centred, zero, gauss.ROW_CHUNK))
         W, psi = self._initial_loadings(scatter / n)
-        return gauss.Params(W, psi, mean)
+        variances = (centred * centred).sum(dim=0) / counts
+        floor = self._noise_floor(variances)
+        return gauss.Params(W, psi.clamp_min(floor), mean), floor, variances
 
     def _set_fitted(self, mean, W, psi, loglikes):
         W = self._canonical(W, psi, rotate=loglikes is not None)

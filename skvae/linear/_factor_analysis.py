@@ -17,7 +17,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
 
     The model is x = W z + mu + e with z ~ N(0, I_k) and e ~ N(0, diag(psi)), so
     x ~ N(mu, W W^T + diag(psi)). The mean and covariance are computed once, so no iteration
-    touches the n rows again. From scikit-learn's start (psi = 1), a few iterations that
+    touches the n rows again. From psi = diag(S) (on standardized data scikit-learn's start, psi = 1), a few iterations that
     maximize over W exactly for the current psi (an eigendecomposition of the scaled covariance,
     O(d^3)) find the basin; EM steps (Rubin & Thayer, O(d^2 k) each) accelerated by SQUAREM
     extrapolation (Varadhan & Roland 2008) then close the slow tail. Every point kept raises
@@ -34,14 +34,17 @@ class FactorAnalysisEM(BaseLinearGaussian):
         Maximum number of iterations, all phases together (each evaluation counts as one).
 
     tol : float, default=1e-5
-        EM stops when an iteration raises the mean log-likelihood per sample by less than tol.
+        EM stops when a cycle (two EM steps and an extrapolation) raises the mean
+        log-likelihood per sample by less than tol, and a geometric extrapolation of the gain
+        still to come is below tol too. Gains do not change when X is rescaled.
 
     rotation : {"varimax", "quartimax"}, default=None
         Orthogonal rotation applied to the fitted loadings for interpretability. It changes
         ``components_`` and ``transform`` but not the likelihood or the covariance.
 
     noise_variance_init : array-like of shape (n_features,), default=None
-        Initial noise variances. None means ones, as in scikit-learn's FactorAnalysis.
+        Initial noise variances. None means the variance of each feature (on standardized
+        data: ones, scikit-learn's FactorAnalysis start).
 
     device : str or torch.device, default="auto"
         Where the computation runs: "auto" (CUDA when available, else CPU), "cpu", "cuda",
@@ -59,7 +62,8 @@ class FactorAnalysisEM(BaseLinearGaussian):
         Factor loadings W^T. Without ``rotation``, rotated so that W^T Psi^-1 W is diagonal
         with decreasing entries and the largest entry of each factor positive.
     noise_variance_ : ndarray of shape (n_features,)
-        The noise variance psi_j of each feature (at least 1e-12 in float64).
+        The noise variance psi_j of each feature (at least 1e-12 times the mean feature
+        variance in float64, 1e-6 times in float32).
     mean_ : ndarray of shape (n_features,)
         Mean of the training data (with NaN: the maximum-likelihood mean).
     n_components_ : int
@@ -156,13 +160,15 @@ class FactorAnalysisEM(BaseLinearGaussian):
         return (W, psi) if init is None else (W, init)
 
     def _fit_complete(self, n_samples, mean, S):
-        floor = self._noise_floor()
+        floor = self._noise_floor(S)
         psi = self._initial_noise(S.shape[0], S)
-        if psi is None:  # scikit-learn's start, so both land in the same basin
-            psi = torch.ones(S.shape[0], dtype=S.dtype, device=S.device)
+        if psi is None:
+            # Each feature's variance: on standardized data this is scikit-learn's start (ones),
+            # so both land in the same basin, and it scales with the data (c X starts at c^2 psi).
+            psi = S.diagonal().clone()
         W, psi, loglikes = gauss.profile_iterations(
             S, n_samples, psi.clamp_min(floor), self.n_components_, floor=floor,
-            max_iter=min(_PROFILE_MAX_ITER, self.max_iter - 1), tol=_PROFILE_TOL,
+            max_iter=min(_PROFILE_MAX_ITER, max(self.max_iter - 1, 1)), tol=_PROFILE_TOL,
         )
 
         def step(p):
@@ -170,7 +176,8 @@ class FactorAnalysisEM(BaseLinearGaussian):
 
         # EM's first evaluation is at the profile's last point: record that point once.
         params = gauss.Params(W, psi, mean)
-        params, loglikes = self._run_em(step, params, n_samples, floor, loglikes[:-1])
+        params, loglikes = self._run_em(step, params, n_samples, floor, S.diagonal(),
+                                        loglikes[:-1])
         return params.W, params.psi, loglikes
 
     def _after_fit(self, W, psi):

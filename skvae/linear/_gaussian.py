@@ -132,14 +132,19 @@ class Params:
     psi: torch.Tensor
     mu: torch.Tensor
 
-    def flat(self):
-        """All parameters in one vector, noise variances on the log scale (free of constraint)."""
-        return torch.cat([self.W.reshape(-1), torch.log(self.psi), self.mu])
+    def flat(self, scale=1.0):
+        """All parameters in one vector, noise variances on the log scale (free of constraint).
 
-    def like(self, flat):
+        Loadings and mean are divided by ``scale`` (the data's standard deviation), so that the
+        vector, and the SQUAREM step length taken from it, is the same for c X as for X.
+        """
+        return torch.cat([self.W.reshape(-1) / scale, torch.log(self.psi), self.mu / scale])
+
+    def like(self, flat, scale=1.0):
         d, k = self.W.shape
         log_psi = flat[d * k : d * k + d]
-        return Params(flat[: d * k].reshape(d, k), torch.exp(log_psi), flat[d * k + d :])
+        return Params(flat[: d * k].reshape(d, k) * scale, torch.exp(log_psi),
+                      flat[d * k + d :] * scale)
 
 
 def _finish_noise(psi_new, isotropic, floor, weights=None):
@@ -177,89 +182,128 @@ def em_step_masked(X, mask, params, *, isotropic, floor, chunk=ROW_CHUNK):
     """One EM step with missing entries; mean, loadings and noise move together.
 
     E-step per row over its observed coordinates; M-step per feature j over the rows where j is
-    observed, regressing x_j on [E z; 1] (../shared/MATH.md). Returns the observed-data
-    log-likelihood at ``params`` and the updated parameters.
+    observed, regressing x_j on [E z; 1] (../shared/MATH.md). Everything is accumulated from the
+    residuals r = x - mu at the current mean, and the regression gives [W_j, mu'_j - mu_j]: sums
+    of raw x and x^2 would lose every digit to a large common offset (timestamps, say), in
+    float32 already near 1e3. Returns the observed-data log-likelihood at ``params`` and the
+    updated parameters.
     """
     W, psi, mu = params.W, params.psi, params.mu
     d, k = W.shape
     dtype, device = X.dtype, X.device
+    zero = torch.zeros((), dtype=dtype, device=device)
     loglik = torch.zeros((), dtype=dtype, device=device)
-    cross = torch.zeros(d, k + 1, dtype=dtype, device=device)  # sum_n o x [m; 1]^T
+    cross = torch.zeros(d, k + 1, dtype=dtype, device=device)  # sum_n o r [m; 1]^T
     second = torch.zeros(d, (k + 1) ** 2, dtype=dtype, device=device)  # sum_n o E[[z;1][z;1]^T]
-    sum_sq = torch.zeros(d, dtype=dtype, device=device)  # sum_n o x^2
+    sum_sq = torch.zeros(d, dtype=dtype, device=device)  # sum_n o r^2
     for i in range(0, X.shape[0], chunk):
-        Xc, Mc = X[i : i + chunk], mask[i : i + chunk]
-        mean, cov, ll = masked_posterior(Xc, Mc, mu, W, psi)
+        Mc = mask[i : i + chunk]
+        R = torch.where(Mc, X[i : i + chunk] - mu, zero)
+        mean, cov, ll = masked_posterior(R, Mc, zero.expand(d), W, psi)
         loglik = loglik + ll.sum()
-        observed = Mc.to(dtype)
-        Xo = torch.where(Mc, Xc, torch.zeros((), dtype=dtype, device=device))
         ez = torch.cat([mean, torch.ones_like(mean[:, :1])], dim=1)
         ezz = ez[:, :, None] * ez[:, None, :]
         ezz[:, :k, :k] += cov
-        cross += Xo.T @ ez
-        second += observed.T @ ezz.reshape(-1, (k + 1) ** 2)
-        sum_sq += (Xo * Xo).sum(dim=0)
+        cross += R.T @ ez
+        second += Mc.to(dtype).T @ ezz.reshape(-1, (k + 1) ** 2)
+        sum_sq += (R * R).sum(dim=0)
     second = second.reshape(d, k + 1, k + 1)
-    theta = torch.linalg.solve(second, cross[:, :, None])[:, :, 0]  # rows [W_j, mu_j]
+    theta = torch.linalg.solve(second, cross[:, :, None])[:, :, 0]  # rows [W_j, mu'_j - mu_j]
     counts = mask.sum(dim=0).to(dtype)
-    residual = sum_sq - (theta * cross).sum(dim=1)  # sum over observed rows of E[(x - W z - mu)^2]
+    residual = sum_sq - (theta * cross).sum(dim=1)  # sum over observed rows of E[(x - W z - mu')^2]
+    residual = residual.clamp_min(0)
     if isotropic:
         psi_new = _finish_noise(residual / counts, True, floor, weights=counts)
     else:
         psi_new = _finish_noise(residual / counts, False, floor)
-    return loglik, Params(theta[:, :k].contiguous(), psi_new, theta[:, k].contiguous())
+    return loglik, Params(theta[:, :k].contiguous(), psi_new, mu + theta[:, k])
 
 
-def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor):
+def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=None):
     """Iterate ``step`` (params -> (loglik at params, next params)) to convergence.
 
-    With ``accelerate``, SQUAREM (Varadhan & Roland 2008): two EM steps define a direction, an
-    extrapolated point is taken along it (noise variances on the log scale, so they stay
-    positive), and it is kept only if its log-likelihood beats the last plain step, so the recorded log-likelihoods never decrease. Each call of ``step`` counts
-    as one iteration. Stops when a plain EM step raises the mean log-likelihood per sample by
-    less than ``tol``, or when a step lowers it (possible only by rounding, at the optimum).
+    With ``accelerate``, SQUAREM (Varadhan & Roland 2008): from theta0, two EM steps give theta1
+    and theta2 and define a direction; an extrapolated point is taken along it (noise variances
+    on the log scale, so they stay positive) and kept only if its log-likelihood beats theta2's
+    (../shared/MATH.md), so the recorded log-likelihoods never decrease. Each recorded point
+    counts as one iteration (a rejected jump is not recorded).
 
-    Returns ``(params, loglikes, converged)``: the parameters after the last step and the
-    log-likelihoods (totals) of every accepted point, in order.
+    Stopping is measured over a whole cycle (two EM steps and the jump): EM stops when the gain
+    of the last cycle per sample is below ``tol`` and so is a geometric extrapolation of all the
+    gain left, g^2 / (g_prev - g), which on a slowly converging fit is much larger than the last
+    gain. A decrease within rounding noise (of order eps |loglik|) means the optimum is reached;
+    a larger one stops EM with the status "decreased" for the caller to report. ``variances``
+    (d,), the feature variances, widen that noise where a noise variance is tiny: the terms
+    s_jj / psi_j summed into the log-likelihood then carry rounding errors of eps s_jj / psi_j.
+
+    Returns ``(params, loglikes, status)``: the parameters reached, the log-likelihoods (totals)
+    of every recorded point in order, and "converged", "max_iter" or "decreased".
     """
-    loglikes = []
+    eps = torch.finfo(params.W.dtype).eps
+    d = params.W.shape[0]
     threshold = tol * n
-    while len(loglikes) < max_iter:
-        ll0, p1 = step(params)
-        if loglikes and float(ll0) < loglikes[-1]:
-            return params, loglikes, True  # no progress left above rounding noise
-        loglikes.append(float(ll0))
-        if len(loglikes) >= max_iter:
-            return p1, loglikes, False
-        ll1, p2 = step(p1)
-        if float(ll1) < float(ll0):
-            return p1, loglikes, True
-        loglikes.append(float(ll1))
-        if float(ll1) - float(ll0) < threshold:
-            return p2, loglikes, True
-        if not accelerate or len(loglikes) >= max_iter:
-            params = p2
-            continue
-        base, r = params.flat(), p1.flat() - params.flat()
-        v = p2.flat() - 2.0 * p1.flat() + base
-        alpha = -torch.linalg.vector_norm(r) / torch.linalg.vector_norm(v).clamp_min(1e-300)
-        alpha = float(torch.clamp(alpha, max=-1.0))
-        params = p2
-        while alpha < -1.0 and len(loglikes) < max_iter:
-            jump = params.like(base - 2.0 * alpha * r + alpha * alpha * v)
-            jump.psi = jump.psi.clamp_min(floor)
-            try:
-                ll_jump, p_next = step(jump)
-            except torch.linalg.LinAlgError:  # the jump left the region where A factorizes
-                ll_jump = torch.tensor(float("nan"))
-            if torch.isfinite(ll_jump) and float(ll_jump) > float(ll1):
-                loglikes.append(float(ll_jump))
-                params = p_next
-                break
-            alpha = (alpha - 1.0) / 2.0  # overshot: halve the distance to the plain EM point
-            if alpha > -1.01:
-                break
-    return params, loglikes, False
+    scale = 1.0 if variances is None else math.sqrt(float(variances.mean())) or 1.0
+
+    def noise(value, p):  # rounding noise of a log-likelihood summed over n rows and d features
+        spread = d if variances is None else float((variances / p.psi).sum()) + d
+        return 100.0 * eps * (abs(value) + n * spread)
+
+    loglikes = []
+    ll, nxt = step(params)
+    loglikes.append(float(ll))
+    if not math.isfinite(loglikes[-1]):
+        return params, loglikes, "converged"  # the caller rejects a non-finite log-likelihood
+    previous_gain = math.inf
+    while True:
+        start = loglikes[-1]
+        theta0, theta1 = params, nxt
+        for _ in range(2):  # theta1, then theta2: their log-likelihoods and EM images
+            if len(loglikes) >= max_iter:
+                return nxt, loglikes, "max_iter"
+            ll, following = step(nxt)
+            ll = float(ll)
+            if not ll >= loglikes[-1]:  # also NaN
+                if math.isfinite(ll) and loglikes[-1] - ll <= noise(ll, nxt):
+                    return params, loglikes, "converged"  # at the optimum, up to rounding
+                return params, loglikes, "decreased"
+            loglikes.append(ll)
+            params, nxt = nxt, following
+        theta2 = params
+        if accelerate and len(loglikes) < max_iter:
+            params, nxt = _squarem_jump(step, theta0, theta1, theta2, nxt, loglikes, floor, scale)
+        gain = loglikes[-1] - start
+        if gain < threshold and (
+            gain <= noise(loglikes[-1], params) or gain * gain <= threshold * (previous_gain - gain)
+        ):
+            return nxt, loglikes, "converged"
+        previous_gain = gain
+
+
+def _squarem_jump(step, theta0, theta1, theta2, following, loglikes, floor, scale):
+    """The extrapolated point and its EM image if it beats theta2, else theta2 and its image.
+
+    ``following`` is F(theta2) and ``loglikes[-1]`` the log-likelihood of theta2; an accepted
+    jump's log-likelihood is appended to ``loglikes``.
+    """
+    base = theta0.flat(scale)
+    r = theta1.flat(scale) - base
+    v = theta2.flat(scale) - 2.0 * theta1.flat(scale) + base
+    alpha = -torch.linalg.vector_norm(r) / torch.linalg.vector_norm(v).clamp_min(1e-300)
+    alpha = float(torch.clamp(alpha, max=-1.0))
+    while alpha < -1.0:
+        jump = theta0.like(base - 2.0 * alpha * r + alpha * alpha * v, scale)
+        jump.psi = jump.psi.clamp_min(floor)
+        try:
+            ll_jump, image = step(jump)
+        except torch.linalg.LinAlgError:  # the jump left the region where A factorizes
+            ll_jump = torch.tensor(float("nan"))
+        if torch.isfinite(ll_jump) and float(ll_jump) > loglikes[-1]:
+            loglikes.append(float(ll_jump))
+            return jump, image
+        alpha = (alpha - 1.0) / 2.0  # overshot: halve the distance to the plain EM point
+        if alpha > -1.01:
+            break
+    return theta2, following
 
 
 def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):

@@ -36,7 +36,9 @@ class PPCA(BaseLinearGaussian):
         Maximum number of EM iterations (solver "em", or NaN in X).
 
     tol : float, default=1e-5
-        EM stops when an iteration raises the mean log-likelihood per sample by less than tol.
+        EM stops when a cycle (two EM steps and an extrapolation) raises the mean
+        log-likelihood per sample by less than tol, and a geometric extrapolation of the gain
+        still to come is below tol too.
 
     device : str or torch.device, default="auto"
         Where the computation runs: "auto" (CUDA when available, else CPU), "cpu", "cuda",
@@ -185,13 +187,13 @@ class PPCA(BaseLinearGaussian):
         generator = make_generator(self.random_state, self._device)
         scale = torch.sqrt(S.diagonal().mean() / k)
         W = torch.randn(d, k, generator=generator, device=self._device, dtype=self._dtype) * scale
-        psi = S.diagonal().mean().expand(d).clone()
+        psi = S.diagonal().mean().clamp_min(floor).expand(d).clone()
         params = gauss.Params(W, psi, mean)
 
         def step(p):
             return gauss.em_step_stats(S, n_samples, p, isotropic=True, floor=floor)
 
-        params, loglikes = self._run_em(step, params, n_samples, floor)
+        params, loglikes = self._run_em(step, params, n_samples, floor, S.diagonal())
         self._eigvals = S.eigh()[0]
         return params.W, params.psi, loglikes
 
@@ -201,7 +203,7 @@ class PPCA(BaseLinearGaussian):
 
     def _floor_for(self, S):
         """sigma2 >= 1e-9 times the mean variance (or the absolute floor for all-constant data)."""
-        return max(float(S.diagonal().mean()) * 1e-9, self._noise_floor())
+        return max(float(S.diagonal().mean()) * 1e-9, self._noise_floor(S))
 
     def _after_fit(self, W, psi):
         eigvals = getattr(self, "_eigvals", None)
