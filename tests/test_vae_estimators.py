@@ -46,7 +46,10 @@ def _models():
 # BernoulliVAE's code (fit, transform, scores, pickling, dtypes, memmaps...) with valid data.
 class SquashedBernoulliVAE(BernoulliVAE):
     def _check_input(self, X, **kwargs):
-        return torch.sigmoid(super()._check_input(X, **kwargs))
+        checked = super()._check_input(X, **kwargs)
+        if isinstance(checked, tuple):  # (X, has_nan)
+            return (torch.sigmoid(checked[0]), *checked[1:])
+        return torch.sigmoid(checked)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

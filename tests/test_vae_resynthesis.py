@@ -175,8 +175,10 @@ def test_interpolate_rejects_bad_input(gaussian):
         model.interpolate(X[0], 3.0)
     with pytest.raises(ValueError, match="x_b: X has 5 features, but GaussianVAE is expecting 6"):
         model.interpolate(X[0], X[1, :5])
-    with pytest.raises(ValueError, match="x_a: Input X contains NaN"):
-        model.interpolate(np.r_[np.nan, X[0, 1:]], X[1])
+    with pytest.raises(ValueError, match="x_a: X contains infinity"):
+        model.interpolate(np.r_[np.inf, X[0, 1:]], X[1])
+    # A row with a missing entry is encoded from what is observed (VAEs accept NaN).
+    assert np.all(np.isfinite(model.interpolate(np.r_[np.nan, X[0, 1:]], X[1], n_steps=3)))
     with pytest.raises(ValueError, match="return_mean"):
         model.interpolate(X[0], X[1], return_mean="yes")
 
