@@ -3,8 +3,8 @@ clear ValueError/TypeError or finite output of the right shape, and never touche
 array.
 
 Each test draws a fixed, derandomized set of examples (``settings(derandomize=True)``), so the
-file runs the same cases every time and stays well under a minute on two cores. Known library
-defects are pinned by explicit examples marked ``xfail(strict=True)`` at the end of the file.
+file runs the same cases every time and stays well under a minute on two cores. Defects these
+properties found are pinned, now fixed, by explicit examples at the end of the file.
 """
 
 import re
@@ -131,14 +131,8 @@ def cases(draw, kind):
 
 
 def excluded_by_known_defect(kind, X, case):
-    """Inputs where a known defect, pinned below by a strict xfail, would fail the property."""
-    observed = np.where(np.isnan(X), X[0], X)  # NaN-free copy for the constancy check
-    if kind == "ppca_em" and X.shape[0] > 1 and np.all(observed.max(0) == observed.min(0)):
-        return True  # every column constant: PPCA(solver="em") raises _LinAlgError
-    runs_em = kind in ("fa", "ppca_em") or (kind in LINEAR and np.isnan(X).any())
-    large = 1e4 if case["dtype"] == "float32" or np.isnan(X).any() else 1e8
-    if runs_em and case["scale"] >= large:
-        return True  # absolute noise floor: EM raises _LinAlgError on large-valued data
+    """Inputs where a known defect would fail the property (none left: the linear EM defects
+    once excluded here, huge or constant data, are fixed and pinned below)."""
     return False
 
 
@@ -260,11 +254,7 @@ def test_ppca_is_equivariant_to_scale_and_shift(seed, log_scale, shift, solver, 
                                rtol=1e-8, atol=1e-6)
 
 
-# ---------------------------------------------------------------------- pinned known defects
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "noise floor is absolute (1e-12 in float64, a floor_for(S) relative to the mean variance "
-    "but still clamped from below): at scale 1e-8 PPCA's noise variance is stuck at the "
-    "floor, so score_samples(1e-8 X) != score_samples(X) - d log 1e-8 (off by ~20 nats)"))
+# ---------------------------------------------------------------------- regressions of fixed defects
 def test_ppca_equivariance_at_scale_1e_minus_8():
     X = np.random.RandomState(0).normal(size=(30, 5))
     a = PPCA(device="cpu").fit(X)
@@ -274,10 +264,6 @@ def test_ppca_equivariance_at_scale_1e_minus_8():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "absolute noise floor: FactorAnalysisEM(n_components=None) on X * 1e8 pins psi at 1e-12 "
-    "(1e-28 relative), the model covariance is numerically singular and score_samples is "
-    "about +8e11 instead of score_samples(X) - d log 1e8"))
 def test_factor_analysis_equivariance_at_scale_1e8():
     X = np.random.RandomState(0).normal(size=(30, 5))
     a = FactorAnalysisEM(device="cpu").fit(X)
@@ -287,9 +273,6 @@ def test_factor_analysis_equivariance_at_scale_1e8():
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "missing-data EM is not shift invariant: fitting X + 1e6 (20% NaN) gives other "
-    "score_samples / transform than fitting X (PPCA off by 3e-4 nats, FA by 1e-2)"))
 def test_missing_data_em_is_shift_invariant(cls):
     rng = np.random.RandomState(0)
     X = rng.normal(size=(40, 4))
@@ -300,10 +283,6 @@ def test_missing_data_em_is_shift_invariant(cls):
     np.testing.assert_allclose(b.transform(X + 1e6), a.transform(X), atol=1e-6)
 
 
-LINALG_DEFECT = pytest.mark.xfail(strict=True, raises=Exception, reason=(
-    "linear EM raises torch._C._LinAlgError (cholesky / solve of a singular matrix) instead "
-    "of fitting or raising a ValueError: the noise floor is absolute, so huge-valued data "
-    "or constant data (PPCA solver='em') make the posterior precision singular"))
 
 
 def _gappy_with_a_duplicate(scale):
@@ -326,18 +305,16 @@ def _fit_raises_clearly_or_is_finite(model, X):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("name, model, X", [
     pytest.param("fa-float64-1e30", FactorAnalysisEM(device="cpu"),
-                 np.random.RandomState(0).normal(size=(30, 5)) * 1e30, id="fa-complete-1e30",
-                 marks=LINALG_DEFECT),
+                 np.random.RandomState(0).normal(size=(30, 5)) * 1e30, id="fa-complete-1e30"),
     pytest.param("fa-float32-1e4", FactorAnalysisEM(device="cpu", dtype="float32", max_iter=30),
                  make_data("fa", 15, 2, 6, 1e4, False, False, 0.0).astype(np.float32),
                  id="fa-float32-2x6-1e4"),
     pytest.param("fa-nan-1e4", FactorAnalysisEM(device="cpu", max_iter=50),
                  _gappy_with_a_duplicate(1e4), id="fa-nan-1e4"),
     pytest.param("ppca-nan-1e8", PPCA(device="cpu"),
-                 make_data("ppca", 826, 17, 3, 1e8, False, True, 0.2), id="ppca-nan-dup-1e8",
-                 marks=LINALG_DEFECT),
+                 make_data("ppca", 826, 17, 3, 1e8, False, True, 0.2), id="ppca-nan-dup-1e8"),
     pytest.param("ppca-em-constant", PPCA(solver="em", device="cpu", random_state=0),
-                 np.ones((30, 5)), id="ppca-em-constant", marks=LINALG_DEFECT),
+                 np.ones((30, 5)), id="ppca-em-constant"),
 ])
 def test_linear_em_never_raises_a_linalg_error(name, model, X):
     _fit_raises_clearly_or_is_finite(model, X)
