@@ -198,3 +198,29 @@ def test_factor_analysis_on_float32_data_near_its_range():
     assert np.all(np.isfinite(model.score_samples(X * 1e15)))
     with pytest.raises(ValueError, match="Rescale X"):
         FactorAnalysisEM(n_components=2, dtype="float32", device="cpu").fit(X * 1e20)
+
+
+def test_log_likelihood_keeps_its_digits_with_noise_at_the_floor():
+    # A column the factors explain almost exactly (psi_j at the floor) makes the Woodbury form
+    # subtract two numbers ~1e12 times the answer; the log-density must still agree with an
+    # evaluation in 60-digit arithmetic.
+    mpmath = pytest.importorskip("mpmath")
+    from skvae.linear import _gaussian as gauss
+
+    rng = np.random.RandomState(0)
+    d, k, n = 5, 2, 6
+    W = rng.normal(size=(d, k))
+    psi = np.array([1e-12, 1e-12, 0.3, 0.5, 1.1])
+    z = rng.normal(size=(n, k))
+    X = z @ W.T + rng.normal(size=(n, d)) * np.sqrt(psi)
+    mpmath.mp.dps = 60
+    C = mpmath.matrix((W @ W.T).tolist()) + mpmath.diag(psi.tolist())
+    logdet = mpmath.log(mpmath.det(C))
+    expected = []
+    for row in X:
+        r = mpmath.matrix(row.tolist())
+        q = (r.T * mpmath.lu_solve(C, r))[0]
+        expected.append(float(-0.5 * (d * mpmath.log(2 * mpmath.pi) + logdet + q)))
+    T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
+    got = gauss.log_likelihood(T(X), T(np.zeros(d)), T(W), T(psi)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
