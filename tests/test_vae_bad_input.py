@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from skvae import BernoulliVAE, GaussianVAE
 
@@ -167,3 +168,18 @@ def test_callers_arrays_are_never_modified(cls):
     np.testing.assert_array_equal(X_f, copies[1])
     np.testing.assert_array_equal(Z, Z_copy)
     assert torch.equal(tensor, tensor_copy)
+
+
+def test_rows_beyond_the_float_range_score_minus_infinity_with_a_warning():
+    # float32 cannot hold the squared residual of a row 1e20 times the training scale: the
+    # score is an honest -inf (never NaN), and the user is told why and what to do.
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    with pytest.warns(ConvergenceWarning):
+        model = GaussianVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=2, device="cpu",
+                            random_state=0).fit(X)
+    far = np.vstack([X[:2], X[2:4] * 1e20])
+    with pytest.warns(UserWarning, match=r"2 row\(s\) of X .*-inf.*dtype='float64'"):
+        scores = model.score_samples(far)
+    assert np.all(np.isfinite(scores[:2])) and np.all(scores[2:] == -np.inf)
+    with pytest.warns(UserWarning, match="-inf"):
+        assert np.all(model.elbo_samples(far)[2:] == -np.inf)

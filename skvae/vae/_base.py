@@ -492,9 +492,18 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X, has_nan = self._validated(X, return_has_nan=True)
         eps = self._importance_draws()
         with torch.inference_mode():
-            if not has_nan:
-                return monte_carlo_bounds(self.module_, X, eps)
-            return monte_carlo_bounds(self.module_, X, eps, mask=~torch.isnan(X))
+            mask = ~torch.isnan(X) if has_nan else None
+            iw, lower = monte_carlo_bounds(self.module_, X, eps, mask=mask)
+        out_of_range = int((~torch.isfinite(iw)).sum())
+        if out_of_range:
+            warnings.warn(
+                f"{type(self).__name__}: {out_of_range} row(s) of X lie so far from the "
+                f"training data that their log-likelihood is below the range of {self._dtype} "
+                "and comes back as -inf. Check X's scale (e.g. a missing StandardScaler), or "
+                "fit with dtype='float64'.",
+                UserWarning,
+            )
+        return iw, lower
 
     def score_samples(self, X):
         """Importance-weighted estimate of log p(x) for each row, in nats.
