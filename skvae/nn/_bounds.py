@@ -74,9 +74,17 @@ def log_weights(x, mean, logvar, eps, decode, likelihood, mask=None):
     log p(z) - log q(z | x) = -0.5 * sum_j (z_j**2 - eps_j**2 - logvar_j), the 2 pi terms
     cancelling.
     """
+    return _log_weights_and_params(x, mean, logvar, eps, decode, likelihood, mask)[0]
+
+
+def _log_weights_and_params(x, mean, logvar, eps, decode, likelihood, mask=None,
+                            prior_weight=1.0):
+    """:func:`log_weights` and the decoder outputs of its draws; ``prior_weight`` w scales
+    log p(z) - log q(z | x) (the KL weight of a tempered importance-weighted objective)."""
     z = reparameterize(mean, logvar, eps)
     log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
-    return _log_prob(likelihood, x, decode(z), mask) + log_ratio
+    params = decode(z)
+    return _log_prob(likelihood, x, params, mask) + prior_weight * log_ratio, params
 
 
 def importance_weighted(x, mean, logvar, eps, decode, likelihood, mask=None):
@@ -87,6 +95,14 @@ def importance_weighted(x, mean, logvar, eps, decode, likelihood, mask=None):
 
 def _decoder(module, c):
     return module.decode if c is None else (lambda z: module.decode(z, c))
+
+
+def _chunk_sizes(module, n, K, budget):
+    """Rows per chunk and draws per step so that a step holds at most ``budget`` elements
+    (rows x draws x widest layer)."""
+    width = module.widest()
+    rows = max(1, min(n, budget // (K * width)))
+    return rows, max(1, min(K, budget // (rows * width)))
 
 
 def _chunk(module, X, C, mask, start, rows):
@@ -115,11 +131,8 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None)
     -------
     iw, elbo : tensors of shape (n,)
     """
-    n = X.shape[0]
-    K = eps.shape[0]
-    width = module.widest()
-    rows = max(1, min(n, budget // (K * width)))
-    draws = max(1, min(K, budget // (rows * width)))
+    n, K = X.shape[0], eps.shape[0]
+    rows, draws = _chunk_sizes(module, n, K, budget)
     # Results go straight into preallocated outputs: keeping each chunk's small result alive
     # between the large transient buffers fragments the heap (glibc), and resident memory
     # then grows with n instead of staying at one chunk's worth.
@@ -150,11 +163,8 @@ def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
     chunked and combined with a running logsumexp as in :func:`monte_carlo_bounds`. Every
     entry is returned, observed ones included: the caller keeps the observed values.
     """
-    n = X.shape[0]
-    K = eps.shape[0]
-    width = module.widest()
-    rows = max(1, min(n, budget // (K * width)))
-    draws = max(1, min(K, budget // (rows * width)))
+    n, K = X.shape[0], eps.shape[0]
+    rows, draws = _chunk_sizes(module, n, K, budget)
     out = torch.empty(X.shape, dtype=eps.dtype, device=eps.device)
     for start in range(0, n, rows):
         _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
@@ -162,11 +172,8 @@ def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
         decode = _decoder(module, c)
         lse = acc = None
         for k0 in range(0, K, draws):
-            z = reparameterize(mean, logvar, eps[k0 : k0 + draws, None, :])
-            params = decode(z)
-            log_ratio = -0.5 * (z.square().sum(-1) - eps[k0 : k0 + draws, None, :].square()
-                                .sum(-1) - logvar.sum(-1))
-            lw = module.log_prob(target, params, m) + log_ratio  # (draws, rows)
+            lw, params = _log_weights_and_params(  # lw: (draws, rows)
+                target, mean, logvar, eps[k0 : k0 + draws, None, :], decode, module, m)
             part = torch.logsumexp(lw, dim=0)
             weighted = (torch.exp(lw - part)[..., None] * module.mean(params)).sum(0)
             if lse is None:
@@ -184,18 +191,9 @@ def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
     rows = max(1, budget // module.widest())
     total = torch.zeros((), dtype=eps.dtype, device=eps.device)
     for start in range(0, X.shape[0], rows):
-        if mask is None:
-            x = X[start : start + rows]
-            c = None if C is None else C[start : start + rows]
-            u = module.standardize(x)
-            mean, logvar = module.encode_standardized(u, c)
-            target = module.targets_from(x, u)
-        else:
-            _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
-            mean, logvar = module.encode_standardized(u, c, m)
-        values = elbo(
-            target, mean, logvar, eps[start : start + rows],
-            _decoder(module, c), module, mask=None if mask is None else m,
-        )
+        _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
+        mean, logvar = module.encode_standardized(u, c, m)
+        values = elbo(target, mean, logvar, eps[start : start + rows], _decoder(module, c),
+                      module, mask=m)
         total = total + values.sum()
     return total / X.shape[0]

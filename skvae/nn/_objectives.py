@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._bounds import _decoder, elbo, reparameterize
+from ._bounds import _decoder, _log_weights_and_params, elbo
 
 
 class ELBO:
@@ -53,8 +53,6 @@ class IWAE:
         mean, logvar = module.encode_standardized(inputs, c, mask)
         eps = torch.randn((self.n_samples, *mean.shape), generator=generator,
                           device=mean.device, dtype=mean.dtype)
-        z = reparameterize(mean, logvar, eps)
-        # log p(z) - log q(z | x) from eps directly: (z - mean) / std = eps.
-        log_ratio = -0.5 * (z.square().sum(-1) - eps.square().sum(-1) - logvar.sum(-1))
-        log_w = module.log_prob(targets, _decoder(module, c)(z), mask) + kl_weight * log_ratio
+        log_w, _ = _log_weights_and_params(targets, mean, logvar, eps, _decoder(module, c),
+                                           module, mask, prior_weight=kl_weight)
         return torch.logsumexp(log_w, dim=0) - math.log(self.n_samples)
