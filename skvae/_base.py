@@ -101,6 +101,14 @@ def _output_dtype(X):
     return np.float32 if dtype == np.float32 else np.float64
 
 
+def _caller_values(X, dtype):
+    """A new numpy array of the caller's values of ``X`` in ``dtype`` (NaN kept): what
+    ``impute`` returns for the observed entries, never rounded through the model's dtype."""
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy().astype(dtype, copy=True)
+    return check_array(X, dtype=dtype, ensure_all_finite=False, copy=True)
+
+
 class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of the skvae estimators (not public).
 

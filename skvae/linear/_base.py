@@ -6,10 +6,10 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from .._backend import make_generator, to_numpy
-from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
+from .._base import BaseLatentModel, _caller_values, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from . import _gaussian as gauss
 from ._moments import DenseScatter, LowRankScatter, merge_moments
@@ -422,15 +422,8 @@ class BaseLinearGaussian(BaseLatentModel):
         out = _output_dtype(X)
         given = X
         X, has_nan = self._check_input(X, reset=False, return_has_nan=True, lazy_cast=True)
-        # Observed entries are returned exactly as given, never rounded through the model's
-        # dtype (a float32 model fills float64 data without touching what is observed).
-        if isinstance(given, torch.Tensor):
-            observed = given.detach().cpu().numpy()
-        else:
-            observed = check_array(given, dtype=None, ensure_all_finite=False)
-        filled = np.empty(tuple(X.shape), dtype=out)
+        filled = _caller_values(given, out)  # observed entries exactly as given
         for rows, chunk in self._row_chunks(X):
-            filled[rows] = observed[rows]
             mask = ~torch.isnan(chunk) if has_nan else None
             if mask is not None and not bool(mask.all()):
                 mean, _, _ = gauss.chunked_masked_posterior(chunk, mask, mu, W, psi)

@@ -17,10 +17,10 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from .._backend import seed_from, to_numpy
-from .._base import BaseLatentModel, _output_dtype, fit_all_or_nothing
+from .._base import BaseLatentModel, _caller_values, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import (
     ACTIVATIONS,
@@ -611,10 +611,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """
         out = _output_dtype(X)
         X_tensor, has_nan = self._validated(X, return_has_nan=True)
-        if isinstance(X, torch.Tensor):
-            result = to_numpy(X, out).copy()
-        else:  # the caller's values in the output type, not the network's dtype
-            result = check_array(X, dtype=out, ensure_all_finite=False, copy=True)
+        result = _caller_values(X, out)  # the caller's values, not the network's dtype
         if not has_nan:
             return result
         with torch.inference_mode():
