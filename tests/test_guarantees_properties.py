@@ -130,12 +130,6 @@ def cases(draw, kind):
     }
 
 
-def excluded_by_known_defect(kind, X, case):
-    """Inputs where a known defect would fail the property (none left: the linear EM defects
-    once excluded here, huge or constant data, are fixed and pinned below)."""
-    return False
-
-
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_method_raises_clearly_or_returns_finite_output_and_never_writes_to_x(
@@ -148,8 +142,6 @@ def test_every_method_raises_clearly_or_returns_finite_output_and_never_writes_t
     def check(case):
         X = make_data(kind, case["seed"], case["n"], case["d"], case["scale"], case["constant"],
                       case["duplicate"], case["nan_fraction"]).astype(case["input_dtype"])
-        if excluded_by_known_defect(kind, X, case):
-            return
         X_in = as_layout(X, case["layout"], directory)
         writeable = X_in.flags.writeable
         original = np.array(X_in, copy=True)
