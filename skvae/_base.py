@@ -117,6 +117,15 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     the methods that follow from those (``score``, feature names, pickling).
     """
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # One source of truth for NaN: the model's policy (see _nan_policy).
+        tags.input_tags.allow_nan = self._nan_policy() is None
+        # Computation runs in self.dtype; transform-like outputs follow the input's float type
+        # (see _output_dtype).
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
     # Subclasses say whether NaN entries are accepted (as missing values) by ``fit``.
     def _nan_policy(self):
         """None when NaN is accepted, else the message hint telling the user what to do."""

@@ -35,13 +35,6 @@ class BaseLinearGaussian(BaseLatentModel):
         "random_state": ["random_state"],
     }
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self._nan_policy() is None
-        # Computation runs in self.dtype; transform-like outputs follow the input's float type.
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        return tags
-
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
     @fit_all_or_nothing

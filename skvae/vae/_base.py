@@ -102,13 +102,6 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         "verbose": ["verbose"],
     }
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        # Computation runs in self.dtype; outputs are cast back to the input's float type.
-        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
-        tags.input_tags.allow_nan = True  # NaN is a missing entry everywhere
-        return tags
-
     def _nan_policy(self):
         return None
 
