@@ -1,4 +1,6 @@
-"""Resynthesis with a VAE on scikit-learn's digits: better samples, interpolation, attributes.
+"""
+Resynthesis with a VAE: better samples, interpolation, attributes
+=================================================================
 
 Fits a BernoulliVAE to 70% of the 8x8 digits (grey levels / 16, in [0, 1]) and compares its
 samples (decoded means) drawn with ``latent="prior"``, ``"aggregated_posterior"`` and
@@ -18,10 +20,11 @@ Each figure is the mean over ``--repeats`` sampling seeds of as many samples as 
 Writes one figure: samples of each kind, a slerp interpolation, and an attribute vector
 (the mean code of the 7s minus that of the 1s) added to held-out 1s.
 
-Run:  python examples/resynthesis.py [--out resynthesis.png] [--epochs 60]
+Run: ``python examples/resynthesis.py [--out resynthesis.png] [--epochs 60]``
 """
 
 import argparse
+import os
 import time
 
 import matplotlib
@@ -36,6 +39,8 @@ from sklearn.neighbors import NearestNeighbors  # noqa: E402
 from skvae import BernoulliVAE  # noqa: E402
 
 LATENTS = ("prior", "aggregated_posterior", "fitted")
+# SKVAE_EXAMPLES_FAST=1: a small version that runs in seconds (the tests and the docs use it).
+FAST = os.environ.get("SKVAE_EXAMPLES_FAST") == "1"
 
 
 def sample_quality(samples, real):
@@ -57,10 +62,10 @@ def sample_quality(samples, real):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Resynthesis with a VAE on digits")
     parser.add_argument("--out", default="resynthesis.png")
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5 if FAST else 60)
+    parser.add_argument("--repeats", type=int, default=1 if FAST else 3)
     args = parser.parse_args()
 
     digits = load_digits()

@@ -18,6 +18,13 @@ from ._version import __version__
 class InconsistentVersionWarning(UserWarning):
     """A fitted skvae model was unpickled under other versions than it was pickled with.
 
+    Parameters
+    ----------
+    estimator_name : str
+        Class of the unpickled estimator.
+    mismatched : dict
+        ``{package: (version when pickled, version now)}`` for each package that differs.
+
     Attributes
     ----------
     estimator_name : str

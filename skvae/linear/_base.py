@@ -353,7 +353,7 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
-            float32 for float32 codes, else float64.
+            The decoded means; float32 for float32 codes, else float64.
         """
         mu, W, _ = self._tensors()
         out = _output_dtype(Z)
@@ -375,7 +375,8 @@ class BaseLinearGaussian(BaseLatentModel):
 
         Returns
         -------
-        log_likelihood : ndarray of shape (n_samples,), float64
+        log_likelihood : ndarray of shape (n_samples,)
+            The log-likelihood log p(x) of each row in nats, float64.
         """
         mu, W, psi = self._tensors()
         X = self._check_input(X, reset=False, check_finite=False, lazy_cast=True)
@@ -438,6 +439,7 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            The drawn rows, float64.
         """
         mu, W, psi = self._tensors()
         if not isinstance(n_samples, Integral) or isinstance(n_samples, bool) or n_samples < 1:
@@ -450,11 +452,23 @@ class BaseLinearGaussian(BaseLatentModel):
         return to_numpy(z @ W.T + mu + noise, np.float64)
 
     def get_covariance(self):
-        """Model covariance C = W W^T + Psi, shape (n_features, n_features)."""
+        """Model covariance C = W W^T + Psi.
+
+        Returns
+        -------
+        cov : ndarray of shape (n_features, n_features)
+            The covariance of x under the fitted model, float64.
+        """
         _, W, psi = self._tensors()
         return to_numpy(W @ W.T + torch.diag(psi), np.float64)
 
     def get_precision(self):
-        """Model precision C^-1 by the Woodbury identity, shape (n_features, n_features)."""
+        """Model precision C^-1, by the Woodbury identity.
+
+        Returns
+        -------
+        precision : ndarray of shape (n_features, n_features)
+            The inverse of :meth:`get_covariance`, float64.
+        """
         _, W, psi = self._tensors()
         return to_numpy(gauss.precision(W, psi), np.float64)

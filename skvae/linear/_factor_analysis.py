@@ -70,11 +70,11 @@ class FactorAnalysisEM(BaseLinearGaussian):
         Number of factors of the fitted model.
     n_iter_ : int
         Number of EM iterations run.
-    loglike_ : ndarray of shape (n_iter_,)
+    loglike_ : ndarray of shape (`n_iter_`,)
         Total training log-likelihood at each accepted EM point (never decreasing).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
     See Also

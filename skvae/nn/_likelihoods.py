@@ -51,10 +51,14 @@ class Likelihood(nn.Module):
     ----------
     n_features : int
         Width of x.
+
+    Attributes
+    ----------
+    standardizes_targets : bool
+        Whether the model is of standardized rows (continuous data): the network then feeds
+        it ``(x - loc) / scale`` and adds ``-sum_j log scale_j`` to ``log_prob``. False here.
     """
 
-    #: Whether the model is of standardized rows ``(x - loc) / scale`` (continuous data), so
-    #: that the network feeds it those and adds ``-sum_j log scale_j`` to ``log_prob``.
     standardizes_targets = False
 
     def __init__(self, n_features):
@@ -67,38 +71,112 @@ class Likelihood(nn.Module):
         return self.n_features
 
     def log_prob(self, x, params, mask=None):
-        """log p(x | params) summed over the (observed) features, one value per row, in nats."""
+        """Compute log p(x | params), summed over the (observed) features of each row.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., n_features)
+            Rows, in the likelihood's units (standardized when ``standardizes_targets``).
+        params : torch.Tensor of shape (..., n_outputs)
+            Decoder output; broadcasts against ``x``.
+        mask : torch.Tensor of shape (..., n_features), default=None
+            Nonzero where an entry is observed; only those enter. None: all are observed.
+
+        Returns
+        -------
+        log_prob : torch.Tensor of shape (...,)
+            The log-density (or log-mass) of each row in nats, constants included.
+        """
         raise NotImplementedError
 
     def mean(self, params):
-        """E[x | params], in the units the likelihood models."""
+        """Compute E[x | params], in the units the likelihood models.
+
+        Parameters
+        ----------
+        params : torch.Tensor of shape (..., n_outputs)
+            Decoder output.
+
+        Returns
+        -------
+        mean : torch.Tensor of shape (..., n_features)
+            The conditional mean of each row.
+        """
         raise NotImplementedError
 
     def sample(self, params, generator):
-        """One draw of x per row of ``params``, from the torch ``generator``."""
+        """Draw one x per row of ``params``.
+
+        Parameters
+        ----------
+        params : torch.Tensor of shape (..., n_outputs)
+            Decoder output.
+        generator : torch.Generator
+            Source of the randomness (never the global one).
+
+        Returns
+        -------
+        x : torch.Tensor of shape (..., n_features)
+            One draw from p(x | params) per row.
+        """
         raise NotImplementedError
 
     def initial_output_bias(self, x):
-        """Bias of the decoder's last layer at initialization, from training rows ``x`` (in the
-        likelihood's units); None keeps zeros."""
+        """Give the bias of the decoder's last layer at initialization.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n_samples, n_features)
+            Training rows, in the likelihood's units.
+
+        Returns
+        -------
+        bias : torch.Tensor of shape (n_outputs,) or None
+            The starting bias; None (the default) keeps zeros.
+        """
         return None
 
     def on_standardization(self, scale):
-        """Told the per-feature scale of the data when the network records it (a fixed
-        variance given in the units of x needs it); nothing by default."""
+        """Receive the per-feature scale of the data when the network records it.
+
+        A fixed variance given in the units of x needs it; the default does nothing.
+
+        Parameters
+        ----------
+        scale : torch.Tensor of shape (n_features,)
+            The positive scale the network divides the rows by.
+        """
 
     def encoder_input(self, x):
-        """What the encoder reads of rows x, before the network standardizes it: x itself by
-        default (count likelihoods take log1p(x))."""
+        """Transform rows into what the encoder reads, before the network standardizes it.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., n_features)
+            Rows in the units of the data.
+
+        Returns
+        -------
+        inputs : torch.Tensor of shape (..., n_features)
+            ``x`` itself by default; count likelihoods return log1p(x).
+        """
         return x
 
     def on_training_data(self, x):
-        """Told the training rows ``x`` (in the likelihood's units) when the network is
-        initialized, for statistics it keeps (e.g. library sizes); nothing by default."""
+        """Receive the training rows when the network is initialized.
+
+        For statistics the likelihood keeps (count models record library sizes); the default
+        does nothing.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n_samples, n_features)
+            Training rows, in the likelihood's units.
+        """
 
 
 class GaussianLikelihood(Likelihood):
-    """x_j ~ N(f_j(z), s_j): a diagonal Gaussian decoder, on standardized rows.
+    """Diagonal Gaussian observation model x_j ~ N(f_j(z), s_j), on standardized rows.
 
     The variance s_j is
 
@@ -163,7 +241,18 @@ class GaussianLikelihood(Likelihood):
         return params, None
 
     def variance(self, params=None):
-        """Variance s (per row for "sample", else per feature), in the likelihood's units."""
+        """Give the variance s, in the likelihood's (standardized) units.
+
+        Parameters
+        ----------
+        params : torch.Tensor of shape (..., n_outputs), default=None
+            Decoder output; needed only when the variance is predicted (``"sample"``).
+
+        Returns
+        -------
+        variance : torch.Tensor of shape (..., n_features) or (n_features,)
+            Per row and feature for ``"sample"``, else per feature.
+        """
         if self.variance_mode == "sample":
             return F.softplus(self._split(params)[1]) + self.floor
         if self.variance_mode == "feature":
@@ -171,7 +260,7 @@ class GaussianLikelihood(Likelihood):
         return self.unit_variance
 
     def log_prob(self, x, params, mask=None):
-        """log N(x; mean, variance) summed over the (observed) features, per row, in nats."""
+        # log N(x; mean, variance) summed over the (observed) features, per row, in nats.
         mean, _ = self._split(params)
         var = self.variance(params)
         residual = x - mean
@@ -189,11 +278,9 @@ class GaussianLikelihood(Likelihood):
         return -0.5 * (quadratic + self.n_features * _LOG_2PI)
 
     def mean(self, params):
-        """E[x | z]."""
         return self._split(params)[0]
 
     def sample(self, params, generator):
-        """One draw of x per row of params."""
         mean = self.mean(params)
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.sqrt(self.variance(params)) * noise
@@ -205,7 +292,7 @@ def _drop_legacy_standardization(module, state_dict, prefix, *args):
 
 
 class BernoulliLikelihood(Likelihood):
-    """x_j ~ Bernoulli(sigmoid(l_j(z))) with the decoder's output l as logits.
+    """Bernoulli observation model x_j ~ Bernoulli(sigmoid(l_j(z))), l the decoder's logits.
 
     ``log_prob`` is sum_j [x_j l_j - softplus(l_j)], exact for binary x and the usual
     (continuous Bernoulli without its normalizer) cross-entropy for grey levels in [0, 1].
@@ -221,17 +308,15 @@ class BernoulliLikelihood(Likelihood):
         p = x.mean(dim=0).clamp(1e-3, 1.0 - 1e-3)
         return torch.log(p) - torch.log1p(-p)
 
-    def log_prob(self, x, logits, mask=None):
-        """sum_j [x_j l_j - softplus(l_j)] over the (observed) features, per row, in nats."""
-        return masked_sum(x * logits - F.softplus(logits), mask)
+    def log_prob(self, x, params, mask=None):
+        # sum_j [x_j l_j - softplus(l_j)] over the (observed) features, l = params the logits.
+        return masked_sum(x * params - F.softplus(params), mask)
 
-    def mean(self, logits):
-        """Probabilities sigmoid(l)."""
-        return torch.sigmoid(logits)
+    def mean(self, params):
+        return torch.sigmoid(params)  # probabilities
 
-    def sample(self, logits, generator):
-        """One binary draw per entry."""
-        return torch.bernoulli(torch.sigmoid(logits), generator=generator)
+    def sample(self, params, generator):
+        return torch.bernoulli(torch.sigmoid(params), generator=generator)
 
 
 # Bounds on log theta (NB inverse dispersion): theta in [e^-8, e^8] ~ [3e-4, 3e3]. Past the
@@ -242,7 +327,7 @@ _N_LIBRARY_QUANTILES = 1024
 
 
 class CountLikelihood(Likelihood):
-    """Base class of the count models: x_j ~ D(mu_j) with mu_j = l * rho_j (scVI's form).
+    """Base class of the count models x_j ~ D(mu_j), mu_j = l * rho_j (scVI's form).
 
     The decoder outputs (the first ``n_features`` of them) are logits of per-feature
     proportions rho = softmax(logits); the mean of x_j is mu_j = l * rho_j, where the library
@@ -347,13 +432,19 @@ def _lgamma1p(x):
 
 
 class PoissonLikelihood(CountLikelihood):
-    """x_j ~ Poisson(l * rho_j): log p = sum_j [x_j log mu_j - mu_j - log x_j!].
+    """Poisson observation model x_j ~ Poisson(l * rho_j).
 
-    See :class:`CountLikelihood` for the library size l, proportions rho and masking.
+    log p = sum_j [x_j log mu_j - mu_j - log x_j!]. See :class:`CountLikelihood` for the
+    library size l, proportions rho and masking.
+
+    Parameters
+    ----------
+    n_features : int
+        Width of x.
     """
 
     def log_prob(self, x, params, mask=None):
-        """Poisson log-mass summed over the (observed) features, per row, in nats."""
+        # Poisson log-mass summed over the (observed) features, per row, in nats.
         x, log_mu = self.log_mean(x, params, mask)
         return masked_sum(x * log_mu - torch.exp(log_mu) - _lgamma1p(x), mask)
 
@@ -403,7 +494,9 @@ def standard_gamma(alpha, generator):
 
 
 class NegativeBinomialLikelihood(CountLikelihood):
-    """x_j ~ NB(mean l * rho_j, inverse dispersion theta_j), theta learned per feature.
+    """Negative binomial observation model with mean l * rho_j and inverse dispersion theta_j.
+
+    theta is learned per feature.
 
     Var[x_j] = mu_j + mu_j^2 / theta_j (scVI's "gene" dispersion); theta -> infinity is the
     Poisson model. theta = exp(log_theta) with log_theta clamped to [-8, 8]. Equivalently
@@ -426,11 +519,17 @@ class NegativeBinomialLikelihood(CountLikelihood):
         return self.log_theta.clamp(_LOG_THETA_MIN, _LOG_THETA_MAX)
 
     def inverse_dispersion(self):
-        """theta per feature."""
+        """Give the inverse dispersion theta of each feature.
+
+        Returns
+        -------
+        theta : torch.Tensor of shape (n_features,)
+            Var[x_j] = mu_j + mu_j^2 / theta_j.
+        """
         return torch.exp(self.log_inverse_dispersion())
 
     def log_prob(self, x, params, mask=None):
-        """NB log-mass summed over the (observed) features, per row, in nats."""
+        # NB log-mass summed over the (observed) features, per row, in nats.
         x, log_mu = self.log_mean(x, params, mask)
         return masked_sum(_nb_log_prob(x, log_mu, self.log_inverse_dispersion()), mask)
 
@@ -442,7 +541,9 @@ class NegativeBinomialLikelihood(CountLikelihood):
 
 
 class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
-    """x_j = 0 with probability pi_j, else NB(l * rho_j, theta_j): scVI's ZINB.
+    """Zero-inflated negative binomial observation model (scVI's ZINB).
+
+    x_j = 0 with probability pi_j, else x_j ~ NB(l * rho_j, theta_j).
 
     The decoder has 2 * n_features outputs: the logits of rho, then the dropout logits d with
     pi = sigmoid(d). log p(0) = log(pi + (1 - pi) NB(0)) computed as
@@ -467,11 +568,22 @@ class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
         return bias
 
     def dropout_probability(self, params):
-        """pi = sigmoid(d), per entry."""
+        """Give the zero-inflation probability pi = sigmoid(d) of each entry.
+
+        Parameters
+        ----------
+        params : torch.Tensor of shape (..., 2 * n_features)
+            Decoder output; its second half holds the dropout logits d.
+
+        Returns
+        -------
+        pi : torch.Tensor of shape (..., n_features)
+            The probability that an entry is an extra zero.
+        """
         return torch.sigmoid(params[..., self.n_features:])
 
     def log_prob(self, x, params, mask=None):
-        """ZINB log-mass summed over the (observed) features, per row, in nats."""
+        # ZINB log-mass summed over the (observed) features, per row, in nats.
         x, log_mu = self.log_mean(x, params, mask)
         d = params[..., self.n_features:]
         log_nb = _nb_log_prob(x, log_mu, self.log_inverse_dispersion())
@@ -480,7 +592,7 @@ class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
         return masked_sum(torch.where(x == 0, log_zero, log_keep + log_nb), mask)
 
     def mean(self, params):
-        """E[x | z] = (1 - pi) * E[l] * rho."""
+        # E[x | z] = (1 - pi) * E[l] * rho.
         return super().mean(params) * (1.0 - self.dropout_probability(params))
 
     def sample_counts(self, mu, params, generator):

@@ -135,7 +135,7 @@ class ResynthesisMixin:
 
         Returns
         -------
-        vector : ndarray of shape (n_components_,)
+        vector : ndarray of shape (`n_components_`,)
             The difference of the groups' mean posterior means (float64).
         """
         check_is_fitted(self)
@@ -156,7 +156,7 @@ class ResynthesisMixin:
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Rows to edit.
-        vector : array-like of shape (n_components_,)
+        vector : array-like of shape (`n_components_`,)
             Latent direction, e.g. the output of :meth:`attribute_vector`.
         strength : float, default=1.0
             Multiple of ``vector`` added to each code.
@@ -197,7 +197,7 @@ class ResynthesisMixin:
     # ------------------------------------------------------------------ latent density
     @property
     def latent_density_(self):
-        """sklearn.mixture.GaussianMixture fitted to the posterior means of the training rows.
+        """The Gaussian mixture fitted to the posterior means of the training rows.
 
         The density of ``sample(latent="fitted")``, with ``latent_density_components``
         components (at most one per stored row). It is fitted on first use (this attribute
