@@ -1,0 +1,46 @@
+"""Thread discipline: a parallel grid search does not oversubscribe the cores.
+
+joblib's process workers limit the native thread pools they start with (OMP_NUM_THREADS and
+threadpoolctl, to cpu_count // n_jobs each); torch's intra-op pool is one of them, and skvae
+never sets the thread count itself. So GridSearchCV(n_jobs=2) on 2 cores runs 2 x 1 threads,
+not 2 x 2.
+"""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from threadpoolctl import threadpool_limits
+
+from skvae import PPCA, GaussianVAE
+
+
+def torch_threads(estimator, X, y=None):
+    """A 'score' that reports the torch threads available where the candidate was fitted."""
+    return float(torch.get_num_threads())
+
+
+@pytest.mark.parametrize("estimator, grid", [
+    (PPCA(), {"n_components": [2, 4]}),
+    (GaussianVAE(hidden_layer_sizes=(8,), max_iter=2, device="cpu", random_state=0),
+     {"n_components": [2, 3]}),
+], ids=["PPCA", "GaussianVAE"])
+def test_grid_search_workers_share_the_cores(estimator, grid):
+    X = load_digits().data[:200] / 16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter=2
+        search = GridSearchCV(estimator, grid, cv=2, n_jobs=2, scoring=torch_threads).fit(X)
+    threads = search.cv_results_["mean_test_score"]
+    assert np.all(threads <= max(1, (os.cpu_count() or 1) // 2)), threads
+
+
+def test_threadpool_limits_bound_a_fit():
+    # The user's own limit (threadpoolctl, as scikit-learn documents it) holds inside fit.
+    X = load_digits().data[:200] / 16
+    with threadpool_limits(limits=1):
+        score = torch_threads(PPCA(n_components=2).fit(X), X)
+    assert score == 1.0
