@@ -88,6 +88,50 @@ def fit_all_or_nothing(method):
     return wrapper
 
 
+def _is_dask_array(X):
+    """Whether ``X`` is a dask array (checked without importing dask)."""
+    return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "numblocks")
+
+
+def _row_blocks(X):
+    """The row blocks of a dask array ``X``, computed one at a time as numpy arrays.
+
+    Blocks keep every column (a dask array chunked along columns is rechunked to whole rows
+    first), so each is a complete set of rows; only one is in memory at a time.
+    """
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D dask array for X, got shape {X.shape}. Reshape it with "
+            "X.reshape(-1, 1) for a single feature."
+        )
+    if X.numblocks[1] != 1:
+        X = X.rechunk({1: -1})
+    for i in range(X.numblocks[0]):
+        yield np.asarray(X.blocks[i].compute())
+
+
+def blockwise(method):
+    """Let a per-row method take a dask array: it runs block by block, results concatenated.
+
+    The method is called on each row block (a numpy array) as it would be on an array; its
+    results (an array, or a tuple of arrays as ``transform(X, return_std=True)`` returns) are
+    joined along the rows. Other input goes straight to the method.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, X, *args, **kwargs):
+        if not _is_dask_array(X):
+            return method(self, X, *args, **kwargs)
+        parts = [method(self, block, *args, **kwargs) for block in _row_blocks(X)]
+        if not parts:
+            return method(self, np.empty((0, X.shape[1])), *args, **kwargs)
+        if isinstance(parts[0], tuple):
+            return tuple(np.concatenate(column) for column in zip(*parts))
+        return np.concatenate(parts)
+
+    return wrapper
+
+
 def _output_dtype(X):
     """numpy dtype of what transform-like methods return for the caller's input.
 

@@ -9,7 +9,15 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import make_generator, to_numpy
-from .._base import BaseLatentModel, _caller_values, _output_dtype, fit_all_or_nothing
+from .._base import (
+    BaseLatentModel,
+    _caller_values,
+    _is_dask_array,
+    _output_dtype,
+    _row_blocks,
+    blockwise,
+    fit_all_or_nothing,
+)
 from .._compat import Interval, StrOptions, _fit_context
 from . import _gaussian as gauss
 from ._moments import DenseScatter, LowRankScatter, merge_moments
@@ -43,9 +51,11 @@ class BaseLinearGaussian(BaseLatentModel):
 
         Parameters
         ----------
-        X : array-like or torch.Tensor of shape (n_samples, n_features)
+        X : array-like, dask array or torch.Tensor of shape (n_samples, n_features)
             Training data. NaN marks a missing entry; the model is then fitted by EM on the
-            observed entries.
+            observed entries. A ``numpy.memmap`` or a dask array larger than memory is read
+            in row chunks (one pass; complete rows only for a dask array): the fit equals
+            the in-memory one, to rounding.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -54,15 +64,45 @@ class BaseLinearGaussian(BaseLatentModel):
         self : object
             The fitted estimator.
         """
-        X, has_nan = self._check_input(X, reset=True, ensure_min_samples=2, return_has_nan=True)
+        if _is_dask_array(X):
+            return self._fit_blocks(_row_blocks(X))
+        # lazy_cast: float32 rows stay float32 (a memmap stays on disk) and are cast chunk by
+        # chunk into the statistics, which are in the model's precision.
+        X, has_nan = self._check_input(X, reset=True, ensure_min_samples=2, return_has_nan=True,
+                                       lazy_cast=True)
         n_samples, n_features = X.shape
         self.n_components_ = self._resolve_n_components(n_samples, n_features)
         if has_nan:
             self._stats = None
+            X = X.to(self._dtype)
             self._fit_missing(X, ~torch.isnan(X))
         else:
             self._stats = self._merged((0, None, None), X, whole=True)
             self._fit_from_stats()
+        return self
+
+    def _fit_blocks(self, blocks):
+        """Fit from row blocks (numpy arrays) read one at a time: exact streamed statistics."""
+        stats = (0, None, None)
+        for block in blocks:
+            X, has_nan = self._check_input(block, reset=stats[0] == 0, return_has_nan=True,
+                                           lazy_cast=True)
+            if has_nan:
+                raise ValueError(
+                    "Input X contains NaN: a dask array is fitted in one pass over its blocks, "
+                    "which needs complete rows (EM over missing entries revisits every row at "
+                    "each iteration). Fit X.compute() in memory, or impute the gaps first."
+                )
+            stats = self._merged(stats, X, whole=False)
+            del block, X  # before the next block is computed: one block in memory at a time
+        if stats[0] < 2:
+            raise ValueError(
+                f"Found array with {stats[0]} sample(s) while a minimum of 2 is required by "
+                f"{type(self).__name__}."
+            )
+        self.n_components_ = self._resolve_n_components(stats[0], self.n_features_in_)
+        self._stats = stats
+        self._fit_from_stats()
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -94,7 +134,7 @@ class BaseLinearGaussian(BaseLatentModel):
                 "instead, or start a new estimator for streaming."
             )
         X, has_nan = self._check_input(X, reset=first, ensure_min_samples=2 if first else 1,
-                                       return_has_nan=True)
+                                       return_has_nan=True, lazy_cast=True)
         if has_nan:
             raise ValueError(
                 "Input X contains NaN: partial_fit accumulates complete-data statistics and "
@@ -115,7 +155,8 @@ class BaseLinearGaussian(BaseLatentModel):
         ``whole`` says that X holds all the training rows (``fit``), not one chunk of a stream.
         """
         d = X.shape[1]
-        merged = merge_moments(stats, X, low_rank=lambda rows: self._keeps_factor(rows, d, whole))
+        merged = merge_moments(stats, X, low_rank=lambda rows: self._keeps_factor(rows, d, whole),
+                               dtype=self._dtype)
         if not merged[2].is_finite():
             raise ValueError(
                 f"X is too large in magnitude: its covariance overflows {self._dtype} "
@@ -306,6 +347,7 @@ class BaseLinearGaussian(BaseLatentModel):
         for start in range(0, X.shape[0], rows):
             yield slice(start, start + rows), X[start : start + rows].to(self._dtype)
 
+    @blockwise
     def transform(self, X, return_std=False):
         """Posterior mean E[z | x] of the latent variables (rows with NaN: given what is observed).
 
@@ -363,6 +405,7 @@ class BaseLinearGaussian(BaseLatentModel):
             X[rows] = to_numpy(Z[rows] @ W.T + mu)
         return X
 
+    @blockwise
     def score_samples(self, X):
         """Exact log-likelihood log p(x) of each row, in nats (observed entries only with NaN).
 
@@ -398,6 +441,7 @@ class BaseLinearGaussian(BaseLatentModel):
             loglik[rows] = to_numpy(part)
         return loglik
 
+    @blockwise
     def impute(self, X):
         """Fill the NaN entries of ``X`` with their conditional mean E[x_missing | x_observed].
 

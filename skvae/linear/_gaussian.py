@@ -377,9 +377,9 @@ def _centred_scatter(X, mean, chunk, block_width=SCATTER_BLOCK):
     d = X.shape[1]
     n_blocks = max(1, -(-d // block_width))
     edges = [round(i * d / n_blocks) for i in range(n_blocks + 1)]
-    scatter = torch.zeros(d, d, dtype=X.dtype, device=X.device)
+    scatter = torch.zeros(d, d, dtype=mean.dtype, device=X.device)
     for i in range(0, X.shape[0], chunk):
-        centred = X[i : i + chunk] - mean
+        centred = X[i : i + chunk] - mean  # in mean's precision, chunk by chunk
         for a, b in zip(edges[:-1], edges[1:]):
             scatter[a:b, a:].addmm_(centred[:, a:b].T, centred[:, a:])
     upper = torch.triu(scatter)

@@ -105,7 +105,18 @@ class LowRankScatter:
         return type(self)(self.factor.to(device), self.scale)
 
 
-def merge_moments(stats, X, *, low_rank):
+def _column_mean(X, dtype):
+    """Mean of the rows of ``X`` in ``dtype``, summed chunk by chunk (``Tensor.mean(dtype=)``
+    would cast all of X at once)."""
+    if X.dtype == dtype:
+        return X.mean(dim=0)
+    total = torch.zeros(X.shape[1], dtype=dtype, device=X.device)
+    for i in range(0, X.shape[0], ROW_CHUNK):
+        total += X[i : i + ROW_CHUNK].to(dtype).sum(dim=0)
+    return total / X.shape[0]
+
+
+def merge_moments(stats, X, *, low_rank, dtype=None):
     """Merge the rows of ``X`` into ``stats`` = (count, mean, scatter); exact in any order.
 
     ``low_rank(rows)`` says whether a factor with that many rows is worth keeping for these
@@ -113,7 +124,9 @@ def merge_moments(stats, X, *, low_rank):
     """
     count, mean, scatter = stats
     n_b = X.shape[0]
-    mean_b = X.mean(dim=0)
+    # X may be of a lower precision than the statistics (a float32 array in a float64
+    # model, cast chunk by chunk rather than copied whole): ``dtype`` is theirs.
+    mean_b = _column_mean(X, dtype or X.dtype)
     if count == 0:
         if low_rank(n_b):
             return n_b, mean_b, LowRankScatter(X - mean_b)
