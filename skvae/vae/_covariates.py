@@ -207,6 +207,7 @@ def covariate_rows(values, n_rows, columns, n_features, feature_names, where):
             f"column(s) ({', '.join(column_label(j, feature_names) for j in columns)}); give "
             f"their values ({m} columns) or rows of X ({n_features} columns)."
         )
+    check_observed(array, columns, feature_names, where)
     if array.shape[0] == 1 and n_rows != 1:
         array = np.repeat(array, n_rows, axis=0)
     elif array.shape[0] != n_rows:
@@ -214,5 +215,4 @@ def covariate_rows(values, n_rows, columns, n_features, feature_names, where):
             f"{where}: covariates has {array.shape[0]} rows, but {n_rows} are needed: give one "
             f"row (used for every output row) or {n_rows} rows."
         )
-    check_observed(array, columns, feature_names, where)
     return np.ascontiguousarray(array)
