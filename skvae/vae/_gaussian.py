@@ -225,6 +225,14 @@ class GaussianVAE(BaseVAE):
     (3, 5)
     >>> bool(np.all(model.elbo_samples(X) <= model.score_samples(X)))
     True
+
+    Conditioned on a group column (a conditional VAE): it is read, not modeled.
+
+    >>> D = np.column_stack([X, np.arange(200) % 2])
+    >>> cvae = GaussianVAE(n_components=2, covariates=[5], hidden_layer_sizes=(16,),
+    ...                    max_iter=5, device="cpu", random_state=0).fit(D)
+    >>> cvae.sample(3, covariates=1, random_state=0)[:, 5]
+    array([1., 1., 1.])
     """
 
     _parameter_constraints = {
