@@ -202,6 +202,10 @@ class CountVAE(BaseVAE):
     size, and :meth:`sample` draws the library size of each generated row from the training
     rows' totals (1024 quantiles of them, recorded by ``fit`` or the first ``partial_fit``).
     ``sample`` returns counts as float64 integers (``return_mean=True``: E[x | z], real).
+    With ``covariates``, the library sizes of ``sample`` still come from all training rows,
+    whatever the covariates given (no per-batch library prior as scVI can have), and
+    ``inverse_transform`` uses the mean training library size; the covariates move the
+    proportions rho.
 
     The NB inverse dispersion is exp(log theta) with log theta clamped to [-8, 8]; at the top
     (theta ~ 3000) NB is practically Poisson for the counts it meets.
