@@ -292,6 +292,8 @@ def test_sample_and_inverse_transform_return_x_layout_with_the_given_covariates(
                                   several)
     np.testing.assert_array_equal(toy_model.sample(4, covariates=X[:4], random_state=0)[:, 2],
                                   X[:4, 2])
+    np.testing.assert_array_equal(toy_model.sample(2, covariates=X[7], random_state=0)[:, 2],
+                                  [X[7, 2]] * 2)
     assert np.all(np.isfinite(toy_model.score_samples(several)))
     # The same codes decoded with other covariates give other rows (c reaches the decoder).
     Z = toy_model.transform(X[:4])
@@ -500,6 +502,8 @@ def test_generation_without_covariates_is_refused_with_the_fix(toy_model):
         toy_model.sample(3, covariates=[[0], [1]])
     with pytest.raises(ValueError, match=r"covariates has 3 columns, but the model has 1"):
         toy_model.sample(3, covariates=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match=r"covariates has shape \(4,\), but the model has 1"):
+        toy_model.sample(3, covariates=[0, 1, 2, 0])
     plain = GaussianVAE(n_components=2, **TINY).fit(_toy())
     for call in (lambda: plain.sample(2, covariates=1),
                  lambda: plain.inverse_transform(np.zeros((2, 2)), covariates=1)):

@@ -162,8 +162,8 @@ def covariate_rows(values, n_rows, columns, n_features, feature_names, where):
 
     ``values`` is, in X's units (a class label, not its one-hot code): one row (broadcast to
     ``n_rows``) or ``n_rows`` rows of the m covariate columns, in their order in X; or rows
-    of X itself (all n_features columns, the covariate ones are taken); or, with a single
-    covariate column, a 1-D array of one value per row. A DataFrame whose columns include
+    of X itself (all n_features columns, the covariate ones are taken; a 1-D row of X too); or,
+    with a single covariate column, a 1-D array of one value per output row. A DataFrame whose columns include
     the covariates' names is read by name.
     """
     m = len(columns)
@@ -190,12 +190,15 @@ def covariate_rows(values, n_rows, columns, n_features, feature_names, where):
     if array.ndim == 1:
         if array.shape[0] == m:
             array = array.reshape(1, m)
-        elif m == 1:
-            array = array.reshape(-1, 1)
+        elif m == 1 and array.shape[0] == n_rows:
+            array = array.reshape(-1, 1)  # one value per output row
+        elif array.shape[0] == n_features:
+            array = array.reshape(1, n_features)  # one row of X
         else:
             raise ValueError(
                 f"{where}: covariates has shape {array.shape}, but the model has {m} covariate "
-                f"columns; give one row of {m} values or a 2-D array with {m} columns."
+                f"column(s) and {n_rows} output row(s); give one row of {m} values, a row of X "
+                f"({n_features} values), or a 2-D array with {m} columns."
             )
     if array.ndim != 2:
         raise ValueError(f"{where}: covariates must be 1-D or 2-D; got shape {array.shape}.")
