@@ -9,8 +9,6 @@ X's columns handles the covariate columns; bad covariates get clear errors.
 
 import math
 import pickle
-import re
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -494,7 +492,8 @@ def test_an_unseen_category_is_named_with_its_column(toy_model):
 
 
 def test_generation_without_covariates_is_refused_with_the_fix(toy_model):
-    with pytest.raises(ValueError, match=r"sample needs covariates.*column\(s\) \[2\].*covariates="):
+    with pytest.raises(ValueError,
+                       match=r"sample needs covariates.*column\(s\) \[2\].*covariates="):
         toy_model.sample(3)
     with pytest.raises(ValueError, match=r"inverse_transform needs covariates"):
         toy_model.inverse_transform(np.zeros((2, 2)))

@@ -824,8 +824,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                     device=self._device,
                 )
                 stored = self._reservoir_covariates_or_none()
-                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows), None,
-                                            None if stored is None else stored.index_select(0, rows))
+                c = None if stored is None else stored.index_select(0, rows)
+                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows), None, c)
                 z = mean + torch.exp(0.5 * logvar) * z
             elif latent == "fitted":
                 z = self._draw_fitted_latent(z, generator)

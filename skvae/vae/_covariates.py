@@ -162,9 +162,9 @@ def covariate_rows(values, n_rows, columns, n_features, feature_names, where):
 
     ``values`` is, in X's units (a class label, not its one-hot code): one row (broadcast to
     ``n_rows``) or ``n_rows`` rows of the m covariate columns, in their order in X; or rows
-    of X itself (all n_features columns, the covariate ones are taken; a 1-D row of X too); or,
-    with a single covariate column, a 1-D array of one value per output row. A DataFrame whose columns include
-    the covariates' names is read by name.
+    of X itself (all n_features columns, the covariate ones are taken; a 1-D row of X too);
+    or, with a single covariate column, a 1-D array of one value per output row. A DataFrame
+    whose columns include the covariates' names is read by name.
     """
     m = len(columns)
     names = None if feature_names is None else [feature_names[j] for j in columns]
