@@ -187,7 +187,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
 
     # ------------------------------------------------------------------ validation
     def _check_input(self, X, *, reset, ensure_min_samples=1, return_has_nan=False,
-                     check_finite=True, lazy_cast=False):
+                     check_finite=True, lazy_cast=False, cast=True):
         """Validate ``X`` and return it as a tensor on the estimator's device and dtype.
 
         ``reset=True`` (in ``fit``) also resolves ``device`` and ``dtype`` and records
@@ -199,6 +199,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         :meth:`_check_finite` itself before any value computed from X is returned.
         ``lazy_cast=True`` keeps float32 input as float32 in a float64 model, for callers that
         cast it chunk by chunk (a whole float64 copy would double the memory held).
+        ``cast=False`` keeps the float type validation gave (float32 or float64 for arrays),
+        for callers that take some columns at full precision and cast the rest themselves.
         """
         if reset:
             self._device = resolve_device(self.device)
@@ -209,7 +211,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
             X = as_tensor(X, device=self._device, dtype=torch.float32 if X.dtype == np.float32
                           else torch.float64)
-        if not (lazy_cast and X.dtype == torch.float32):
+        if cast and not (lazy_cast and X.dtype == torch.float32):
             X = X.to(self._dtype)
         if not check_finite:
             return X

@@ -8,9 +8,18 @@ log p(x_obs) (the likelihood of the observed entries, through the ``mask`` of ``
 the encoder sees the standardized row with 0 in place of a missing entry, and a model whose
 ``fit`` saw NaN also gives its encoder the mask (``_module_spec["mask_inputs"]``). Complete
 data never build a mask, so they train and score exactly as without this support.
+
+Covariates (``covariates=`` columns of X, a conditional VAE): the fitted state says which
+columns they are (``covariate_indices_``) and how they are encoded (``covariate_encoder_``).
+Every method that reads X goes through :meth:`BaseVAE._rows`, which splits a validated X
+into the modeled columns (a tensor, as an unconditional model sees X), the encoded
+covariates ``c`` handed to ``skvae.nn`` (``C=``) and their raw values; methods that return
+rows of X's layout put the raw covariate values back in their columns (:meth:`_full_layout`).
+Without covariates, ``c`` is None and every path is the unconditional one, bit for bit.
 """
 
 import warnings
+from collections import namedtuple
 from dataclasses import replace
 from numbers import Integral, Real
 
@@ -33,6 +42,13 @@ from ..nn import (
     train_epochs,
 )
 from ..nn._engine import load_optimizer_state, make_optimizer
+from ._covariates import (
+    check_observed,
+    covariate_rows,
+    encode,
+    fit_encoder,
+    resolve_columns,
+)
 from ._resynthesis import ResynthesisMixin
 
 # Training rows kept for sample(latent="aggregated_posterior"): at most this many rows and
@@ -64,6 +80,12 @@ def _standardization(X, mask=None):
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
+# What the methods that read X work on: the modeled columns ``x`` (a tensor on the device, in
+# the model's dtype), whether they hold NaN, the encoded covariates ``c`` (tensor or None) and
+# the covariates' raw values ``raw`` (float64 ndarray or None).
+_Rows = namedtuple("_Rows", ["x", "has_nan", "c", "raw"])
+
+
 def _observed(X, has_nan=None):
     """The mask of observed (non-NaN) entries of X, or None when X is complete.
 
@@ -80,6 +102,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariates": [None, Integral, str, "array-like"],
+        "covariate_encoding": [StrOptions({"onehot", "numeric"})],
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "beta": [Interval(Real, 0, None, closed="left")],
@@ -132,14 +156,19 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             )
         return tuple(int(s) for s in sizes)
 
-    def _module_spec_for(self, n_features):
-        return {
+    def _module_spec_for(self, n_features, columns=None, n_covariates=None):
+        spec = {
             "n_features": int(n_features),
             "n_components": int(self.n_components),
             "hidden_layer_sizes": self._hidden_sizes(),
             "activation": self.activation,
             "likelihood": self._likelihood_spec(),
         }
+        if columns is not None:  # no keys without covariates: specs of old stay equal
+            spec["covariates"] = tuple(int(j) for j in columns)
+            spec["covariate_encoding"] = self.covariate_encoding
+            spec["n_covariates"] = None if n_covariates is None else int(n_covariates)
+        return spec
 
     def _build_module(self, spec):
         likelihood = self._make_likelihood(spec["n_features"], spec["likelihood"])
@@ -149,6 +178,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             spec["hidden_layer_sizes"],
             spec["activation"],
             likelihood,
+            n_covariates=spec.get("n_covariates") or 0,
             mask_inputs=spec.get("mask_inputs", False),
         )
         return module.to(device=self._device, dtype=self._dtype)
@@ -156,7 +186,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _objective(self):
         return IWAE(self.iwae_samples) if self.objective == "iwae" else ELBO()
 
-    def _split_validation(self, X, generator):
+    def _split_validation(self, X, generator, C=None):
         n = X.shape[0]
         n_val = int(np.ceil(self.validation_fraction * n))
         if n_val < 1 or n - n_val < 1:
@@ -167,7 +197,84 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "validation_fraction, or set early_stopping=False."
             )
         order = torch.randperm(n, generator=generator, device=X.device)
-        return X.index_select(0, order[n_val:]), X.index_select(0, order[:n_val])
+        train, val = order[n_val:], order[:n_val]
+        if C is None:
+            return X.index_select(0, train), X.index_select(0, val), None, None
+        return (X.index_select(0, train), X.index_select(0, val),
+                C.index_select(0, train), C.index_select(0, val))
+
+    # ------------------------------------------------------------------ covariates
+    def _feature_names(self):
+        return getattr(self, "feature_names_in_", None)
+
+    def _covariate_columns(self):
+        """The fitted covariate columns of X (sorted indices), or None without covariates."""
+        return getattr(self, "covariate_indices_", None)  # absent in pickles of old
+
+    def _modeled_columns(self):
+        return np.setdiff1d(np.arange(self.n_features_in_), self._covariate_columns())
+
+    def _training_rows(self, X, *, reset):
+        """fit's X -> (modeled columns, has_nan, raw covariates, covariate columns); the last
+        two are None without covariates (the ``covariates`` parameter resolved against X)."""
+        if self.covariates is None:
+            X, has_nan = self._check_input(X, reset=reset, return_has_nan=True)
+            return X, has_nan, None, None
+        X = self._check_input(X, reset=reset, check_finite=False, cast=False)
+        columns = resolve_columns(self.covariates, self.n_features_in_, self._feature_names())
+        if columns is None:  # an empty selection: no covariates
+            X = X.to(self._dtype)
+            return X, self._check_finite(X), None, None
+        x, has_nan, raw = self._split(X, columns, "X")
+        return x, has_nan, raw, columns
+
+    def _split(self, X, columns, where):
+        """A validated X (any float type) -> (modeled columns in the model's dtype, whether
+        they hold NaN, the covariate columns as float64 ndarray, checked finite)."""
+        modeled = np.setdiff1d(np.arange(X.shape[1]), columns)
+        raw = to_numpy(X[:, torch.as_tensor(columns, device=X.device)], np.float64)
+        check_observed(raw, columns, self._feature_names(), where)
+        x = X[:, torch.as_tensor(modeled, device=X.device)].to(self._dtype)
+        return x, self._check_finite(x), raw
+
+    def _covariate_tensor(self, encoder, raw, columns, where):
+        values = encode(encoder, raw, columns, self._feature_names(), where)
+        return torch.as_tensor(values, device=self._device).to(self._dtype)
+
+    def _given_covariates(self, covariates, n_rows, where):
+        """The ``covariates=`` argument of ``sample`` and friends -> (encoded tensor, raw
+        values), both None for a model without covariates (which must not be given any)."""
+        columns = self._covariate_columns()
+        if columns is None:
+            if covariates is not None:
+                raise ValueError(
+                    f"{where}: this {type(self).__name__} has no covariates (it was fitted with "
+                    "covariates=None), so covariates must be None."
+                )
+            return None, None
+        if covariates is None:
+            names = ", ".join(str(self._feature_names()[j]) if self._feature_names() is not None
+                              else str(j) for j in columns)
+            raise ValueError(
+                f"{where} needs covariates: this {type(self).__name__} is conditioned on the "
+                f"column(s) [{names}] of X. Pass covariates= with their values in X's units (e.g. "
+                f"the class label, not its one-hot code): one row, used for every output row, or "
+                f"{n_rows} rows."
+            )
+        raw = covariate_rows(covariates, n_rows, columns, self.n_features_in_,
+                             self._feature_names(), where)
+        return self._covariate_tensor(self.covariate_encoder_, raw, columns, where), raw
+
+    def _full_layout(self, values, raw, dtype):
+        """Rows of the modeled columns ``values`` (ndarray) -> rows in X's layout, the
+        covariate columns holding ``raw``; ``values`` itself without covariates."""
+        columns = self._covariate_columns()
+        if columns is None:
+            return values.astype(dtype, copy=False)
+        full = np.empty((values.shape[0], self.n_features_in_), dtype=dtype)
+        full[:, self._modeled_columns()] = values
+        full[:, columns] = raw
+        return full
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -220,14 +327,18 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _fit(self, X, *, incremental):
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
-        X, has_nan = self._check_input(X, reset=fresh, return_has_nan=True)
+        X_given = X
+        X, has_nan, raw, columns = self._training_rows(X_given, reset=fresh)
         self._check_values(X)
         if has_nan and bool(torch.isnan(X).all()):
             raise ValueError(
                 f"X has no observed entry: all its {X.numel()} values are NaN, so there is "
                 "nothing to fit. Pass rows with observed values."
             )
-        spec = self._module_spec_for(X.shape[1])
+        encoder = None
+        if not fresh and columns is not None:
+            encoder = getattr(self, "covariate_encoder_", None)  # continuing: same encoding
+        spec = self._module_spec_for(X.shape[1], columns, _encoded_width(encoder))
         if not fresh and self._module_spec.get("mask_inputs"):
             spec["mask_inputs"] = True  # how the fitted encoder reads rows stays as it is
         if not fresh and spec != self._module_spec:
@@ -238,19 +349,25 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                     f"{spec}). Call fit to start a new model, or restore the parameters."
                 )
             fresh = True
-            X = self._check_input(X, reset=True)
+            X, has_nan, raw, columns = self._training_rows(X_given, reset=True)
         if fresh:
             # The encoder reads the mask when the data it is fitted on have gaps.
             spec.pop("mask_inputs", None)
             if has_nan:
                 spec["mask_inputs"] = True
+        C = None
+        if columns is not None:
+            if fresh:
+                encoder = fit_encoder(raw, self.covariate_encoding)
+                spec["n_covariates"] = _encoded_width(encoder)
+            C = self._covariate_tensor(encoder, raw, columns, "X")
 
         if fresh:
             seed = seed_from(self.random_state)
             generator = torch.Generator(device=self._device).manual_seed(seed)
-            X_train, X_val = X, None
+            X_train, X_val, C_train, C_val = X, None, C, None
             if self.early_stopping:
-                X_train, X_val = self._split_validation(X, generator)
+                X_train, X_val, C_train, C_val = self._split_validation(X, generator, C)
             mask_train = _observed(X_train, has_nan)
             module = self._build_module(spec)
             module.set_standardization(
@@ -278,9 +395,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             )
             for group in optimizer.param_groups:
                 group["lr"] = self.learning_rate_init
-            X_train, X_val = X, None
+            X_train, X_val, C_train, C_val = X, None, C, None
             if self.early_stopping and not incremental:
-                X_train, X_val = self._split_validation(X, generator)
+                X_train, X_val, C_train, C_val = self._split_validation(X, generator, C)
             mask_train = _observed(X_train, has_nan)
         mask_val = None if X_val is None else _observed(X_val, has_nan)
 
@@ -300,6 +417,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 n_iter_no_change=None if incremental else self.n_iter_no_change,
                 verbose=self.verbose,
                 objective=self._objective(),
+                C=C_train,
+                C_val=C_val,
                 mask=mask_train,
                 mask_val=mask_val,
             )
@@ -340,6 +459,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         self._optimizer = optimizer
         self._history = history
         self._module_spec = spec
+        self.covariate_indices_ = columns
+        self.covariate_encoder_ = encoder
         if fresh:
             self._seed = seed
         self.n_components_ = spec["n_components"]
@@ -352,34 +473,40 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         else:
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
-        self._update_reservoir(X_train, generator, merge=not fresh)
-        self._set_latent_diagnostics(X_train, has_nan)
+        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train)
+        self._set_latent_diagnostics(X_train, has_nan, C_train)
         self._forget_latent_density()
         self._after_fit()
         return self
 
-    def _update_reservoir(self, X, generator, *, merge):
+    def _update_reservoir(self, X, generator, *, merge, C=None):
         """Keep a uniform random sample of the training rows for the aggregated posterior.
 
         Every row gets an independent uniform key and the rows with the smallest keys are
         kept (bottom-k sampling): merging the kept rows of earlier calls with a new chunk
         gives a uniform sample of all rows seen, whatever their order. Rows, not codes, are
-        kept, so sampling encodes them with the current encoder.
+        kept, so sampling encodes them with the current encoder. The encoded covariates ``C``
+        of the rows, if any, are kept with them (``_reservoir_covariates``).
         """
         size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // X.shape[1]))
         keys = torch.rand(X.shape[0], generator=generator, device=X.device, dtype=torch.float64)
-        rows = X
+        rows, covariates = X, C
         for stage in ("new", "merged"):
             if keys.shape[0] > size:
                 keys, index = torch.topk(keys, size, largest=False, sorted=False)
                 rows = rows.index_select(0, index)
+                if covariates is not None:
+                    covariates = covariates.index_select(0, index)
             if stage == "new" and merge:
                 keys = torch.cat([self._reservoir_keys, keys])
                 rows = torch.cat([self._reservoir_rows, rows])
+                if covariates is not None:
+                    covariates = torch.cat([self._reservoir_covariates, covariates])
         # A copy: X may share the caller's memory.
         self._reservoir_keys, self._reservoir_rows = keys.clone(), rows.clone()
+        self._reservoir_covariates = None if covariates is None else covariates.clone()
 
-    def _set_latent_diagnostics(self, X, has_nan=None):
+    def _set_latent_diagnostics(self, X, has_nan=None, C=None):
         """Per-component KL and activity over the training rows, to show posterior collapse.
 
         A component is active when its posterior mean varies across the data: Burda et al.
@@ -387,7 +514,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         q(z_j | x) = p(z_j) for every x, so it carries no information and its KL is ~0.
         """
         with torch.no_grad():
-            mean, logvar = self._encode(X, has_nan)
+            mean, logvar = self._encode(X, has_nan, C)
         kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar)
         self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
         self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
@@ -397,40 +524,53 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _rows_per_chunk(self):
         return max(1, _INFERENCE_BUDGET // self.module_.widest())
 
-    def _encode(self, X, has_nan=None):
-        """Mean and log-variance of q(z | x_obs) for every row of X; NaN entries are missing
+    def _encode(self, X, has_nan=None, C=None):
+        """Mean and log-variance of q(z | x_obs, c) for every row of X; NaN entries are missing
         (``has_nan``: whether X holds any, when known; None looks in every chunk)."""
         rows = self._rows_per_chunk()
         parts = []
         for i in range(0, X.shape[0], rows):
             x = X[i : i + rows]
+            c = None if C is None else C[i : i + rows]
             mask = None if has_nan is False else _observed(x)
-            parts.append(self.module_.encode(x) if mask is None else self.module_.encode(x, mask=mask))
+            parts.append(self.module_.encode(x, c) if mask is None
+                         else self.module_.encode(x, c, mask=mask))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def _decode_mean(self, Z):
+    def _decode_mean(self, Z, C=None):
         rows = self._rows_per_chunk()
         module = self.module_
         parts = [
-            module.mean(module.decode(Z[i : i + rows]))
+            module.mean(module.decode(Z[i : i + rows]) if C is None
+                        else module.decode(Z[i : i + rows], C[i : i + rows]))
             for i in range(0, Z.shape[0], rows)
         ]
         return torch.cat(parts)
 
-    def _validated(self, X, return_has_nan=False):
+    def _rows(self, X, where="X"):
+        """Validate X for a fitted model: a :class:`_Rows` of its modeled columns, whether
+        they hold NaN, and its encoded and raw covariates (None without covariates)."""
         check_is_fitted(self)
-        X, has_nan = self._check_input(X, reset=False, return_has_nan=True)
-        self._check_values(X)
-        return (X, has_nan) if return_has_nan else X
+        columns = self._covariate_columns()
+        if columns is None:
+            x, has_nan = self._check_input(X, reset=False, return_has_nan=True)
+            self._check_values(x)
+            return _Rows(x, has_nan, None, None)
+        X = self._check_input(X, reset=False, check_finite=False, cast=False)
+        x, has_nan, raw = self._split(X, columns, where)
+        self._check_values(x)
+        c = self._covariate_tensor(self.covariate_encoder_, raw, columns, where)
+        return _Rows(x, has_nan, c, raw)
 
     def transform(self, X, return_std=False):
-        """Mean of the approximate posterior q(z | x) of each row.
+        """Mean of the approximate posterior q(z | x, c) of each row.
 
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Data to encode. NaN entries are missing: the result is q(z | x_obs), and a row
-            with no observed entry gets the prior (mean 0, std 1).
+            with no observed entry gets the prior (mean 0, std 1). With ``covariates``, the
+            covariate columns of X are the c the codes are conditioned on.
         return_std : bool, default=False
             Also return the standard deviations of q(z | x).
 
@@ -442,32 +582,41 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             Posterior standard deviations, only when ``return_std=True``.
         """
         out = _output_dtype(X)
-        X, has_nan = self._validated(X, return_has_nan=True)
+        rows = self._rows(X)
         with torch.inference_mode():
-            mean, logvar = self._encode(X, has_nan)
+            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
             std = torch.exp(0.5 * logvar)
         if return_std:
             return to_numpy(mean, out), to_numpy(std, out)
         return to_numpy(mean, out)
 
-    def inverse_transform(self, Z):
-        """Decoded mean E[x | z] of latent codes.
+    def inverse_transform(self, Z, *, covariates=None):
+        """Decoded mean E[x | z] (E[x | z, c] with covariates) of latent codes.
 
         Parameters
         ----------
         Z : array-like of shape (n_samples, n_components)
             Latent codes, e.g. the output of :meth:`transform`.
+        covariates : array-like, default=None
+            Required when the model has covariates, else must be None: the values of the
+            covariate columns to decode with, in X's units (e.g. the class label), as one row
+            (used for every code) or ``n_samples`` rows, in the order of the columns in X.
+            Rows of X itself (all ``n_features_in_`` columns) are accepted too, so
+            ``inverse_transform(transform(X), covariates=X)`` reconstructs X.
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features)
-            The decoder's mean (probabilities for a Bernoulli likelihood).
+        X : ndarray of shape (n_samples, n_features_in_)
+            The decoder's mean (probabilities for a Bernoulli likelihood). With covariates,
+            in X's layout: the covariate columns hold the given values.
         """
         check_is_fitted(self)
         out = _output_dtype(Z)
         Z = self._check_latent(Z)
+        C, raw = self._given_covariates(covariates, Z.shape[0], "inverse_transform")
         with torch.inference_mode():
-            return to_numpy(self._decode_mean(Z), out)
+            decoded = to_numpy(self._decode_mean(Z, C), out)
+        return self._full_layout(decoded, raw, out)
 
     def _importance_draws(self):
         """The K standard normal draws (K, n_components) every row of every call shares."""
@@ -481,12 +630,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             dtype=self._dtype,
         )
 
-    def _bounds(self, X):
-        X, has_nan = self._validated(X, return_has_nan=True)
+    def _bounds(self, rows):
+        X = rows.x
         eps = self._importance_draws()
         with torch.inference_mode():
-            mask = ~torch.isnan(X) if has_nan else None
-            iw, lower = monte_carlo_bounds(self.module_, X, eps, mask=mask)
+            mask = ~torch.isnan(X) if rows.has_nan else None
+            iw, lower = monte_carlo_bounds(self.module_, X, eps, C=rows.c, mask=mask)
         out_of_range = int((~torch.isfinite(iw)).sum())
         if out_of_range:
             warnings.warn(
@@ -521,7 +670,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         log_likelihood : ndarray of shape (n_samples,)
             Estimated log p(x) per row (float64). ``-score_samples`` is an outlier score.
         """
-        iw, _ = self._bounds(X)
+        iw, _ = self._bounds(self._rows(X))
         return to_numpy(iw, np.float64)
 
     def elbo_samples(self, X):
@@ -541,7 +690,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         elbo : ndarray of shape (n_samples,)
             ELBO per row (float64).
         """
-        _, lower = self._bounds(X)
+        _, lower = self._bounds(self._rows(X))
         return to_numpy(lower, np.float64)
 
     def score_breakdown(self, X):
@@ -566,10 +715,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             The five terms above, float64, in nats; ``elbo == reconstruction - kl`` and
             ``log_likelihood == elbo + gap``.
         """
-        iw, lower = self._bounds(X)
-        X, has_nan = self._validated(X, return_has_nan=True)
+        rows = self._rows(X)
+        iw, lower = self._bounds(rows)
         with torch.inference_mode():
-            mean, logvar = self._encode(X, has_nan)
+            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
             kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
         iw, lower, kl = (to_numpy(v, np.float64) for v in (iw, lower, kl))
         return {
@@ -603,19 +752,21 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             ``X`` (float64 unless X is float32).
         """
         out = _output_dtype(X)
-        X_tensor, has_nan = self._validated(X, return_has_nan=True)
+        rows = self._rows(X)
         result = _caller_values(X, out)  # the caller's values, not the network's dtype
-        if not has_nan:
+        if not rows.has_nan:
             return result
         with torch.inference_mode():
-            means = monte_carlo_impute(self.module_, X_tensor, ~torch.isnan(X_tensor),
-                                       self._importance_draws())
+            means = monte_carlo_impute(self.module_, rows.x, ~torch.isnan(rows.x),
+                                       self._importance_draws(), C=rows.c)
         missing = np.isnan(result)
-        result[missing] = to_numpy(means, out)[missing]
+        result[missing] = self._full_layout(to_numpy(means, out), rows.raw, out)[missing]
         return result
 
-    def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior"):
-        """Generate rows by ancestral sampling: z, then x ~ p(x | z).
+    def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior",
+               covariates=None):
+        """Generate rows by ancestral sampling: z, then x ~ p(x | z) (p(x | z, c) with
+        covariates).
 
         Parameters
         ----------
@@ -636,12 +787,23 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             rows (ex-post density estimation, Ghosh et al. 2020): it follows the codes like the
             aggregated posterior, but smooths between the stored rows and drops the encoder
             noise; on digits, more of its samples lie as close to a held-out digit as real
-            digits lie to each other (see the README).
+            digits lie to each other (see the README). With covariates, the codes of the
+            stored rows are those given their own covariates, and every code is decoded
+            with ``covariates``.
+        covariates : array-like, default=None
+            Required when the model has covariates, else must be None: the values of the
+            covariate columns to generate for, in X's units (e.g. the class label, not its
+            one-hot code), as one row (shared by all samples) or ``n_samples`` rows, in the
+            order of the columns in X; rows of X itself (all ``n_features_in_`` columns) are
+            accepted too. With one covariate column, a scalar or a 1-D array of
+            ``n_samples`` values works.
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features)
-            Generated rows (float64).
+        X : ndarray of shape (n_samples, n_features_in_)
+            Generated rows (float64). With covariates, in X's layout, the covariate columns
+            holding the given values, so ``score_samples(sample(...))`` is log p(x | c) of
+            the samples.
         """
         check_is_fitted(self)
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
@@ -650,6 +812,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             raise ValueError(
                 f"latent={latent!r} must be 'prior', 'aggregated_posterior' or 'fitted'."
             )
+        C, raw = self._given_covariates(covariates, n_samples, "sample")
         seed = seed_from(self.random_state if random_state is None else random_state)
         generator = torch.Generator(device=self._device).manual_seed(seed)
         options = {"generator": generator, "device": self._device, "dtype": self._dtype}
@@ -660,14 +823,19 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                     self._reservoir_rows.shape[0], (n_samples,), generator=generator,
                     device=self._device,
                 )
-                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows))
+                stored = self._reservoir_covariates_or_none()
+                c = None if stored is None else stored.index_select(0, rows)
+                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows), None, c)
                 z = mean + torch.exp(0.5 * logvar) * z
             elif latent == "fitted":
                 z = self._draw_fitted_latent(z, generator)
             module = self.module_
-            params = module.decode(z)
+            params = module.decode(z) if C is None else module.decode(z, C)
             X = module.mean(params) if return_mean else module.sample(params, generator)
-        return to_numpy(X, np.float64)
+        return self._full_layout(to_numpy(X, np.float64), raw, np.float64)
+
+    def _reservoir_covariates_or_none(self):
+        return getattr(self, "_reservoir_covariates", None)  # absent in pickles of old
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -697,10 +865,15 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             if isinstance(optimizer_state, dict):
                 load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
-        for name in ("_reservoir_rows", "_reservoir_keys"):
+        for name in ("_reservoir_rows", "_reservoir_keys", "_reservoir_covariates"):
             value = self.__dict__.get(name)
             if isinstance(value, torch.Tensor):
                 setattr(self, name, value.to(self._device))
+
+
+def _encoded_width(encoder):
+    """Columns a fitted covariate encoder (OneHotEncoder or StandardScaler) makes, or None."""
+    return None if encoder is None else len(encoder.get_feature_names_out())
 
 
 def _to_cpu(value):

@@ -35,6 +35,22 @@ class CountVAE(BaseVAE):
     n_components : int, default=8
         Number of latent dimensions.
 
+    covariates : int, str, array-like of int, str or bool, or None, default=None
+        Columns of X to condition on instead of modeling (a conditional VAE): e.g. a batch
+        or a class label. Given as column indices, as names (when X is a pandas DataFrame
+        with string column names, see ``feature_names_in_``) or as a boolean mask over the
+        columns. Both the encoder and the decoder read them, encoded as
+        ``covariate_encoding`` says; the likelihood covers the other columns only, so
+        ``score_samples`` is log p(x | c), ``transform`` gives q(z | x, c), and ``sample``,
+        ``inverse_transform`` and ``interpolate`` take ``covariates=`` values to generate
+        for. None (or an empty selection) models every column. See Notes.
+
+    covariate_encoding : {"onehot", "numeric"}, default="onehot"
+        How the covariate columns reach the networks: "onehot" treats each as categorical
+        (``sklearn.preprocessing.OneHotEncoder`` fitted in ``fit``; a category ``fit`` did
+        not see is an error later), "numeric" standardizes them
+        (``sklearn.preprocessing.StandardScaler``), for continuous covariates.
+
     hidden_layer_sizes : tuple of int, default=(256, 128)
         Widths of the encoder's hidden layers; the decoder mirrors them. ``()`` gives a linear
         encoder and decoder.
@@ -145,8 +161,13 @@ class CountVAE(BaseVAE):
         theta is Poisson-like), None for ``likelihood="poisson"``.
     library_size_mean_ : float
         Mean training library size (row total): the l of :meth:`inverse_transform`.
+    covariate_indices_ : ndarray of shape (n_covariates,) or None
+        Indices of the covariate columns of X (in X's order), None without covariates.
+    covariate_encoder_ : OneHotEncoder, StandardScaler or None
+        The fitted encoding of the covariate columns (its ``categories_`` for one-hot),
+        None without covariates.
     n_features_in_ : int
-        Number of features seen during fit.
+        Number of features seen during fit. Covariate columns included.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
 
@@ -157,6 +178,19 @@ class CountVAE(BaseVAE):
 
     Notes
     -----
+    Covariates (a conditional VAE, Sohn et al. 2015): with ``covariates``, X keeps its full
+    layout everywhere (``n_features_in_`` counts the covariate columns, so the model works
+    in a ``Pipeline`` and ``GridSearchCV`` with the covariates travelling in X). The model
+    is z ~ N(0, I), x | z, c ~ p(x | f(z, c)) for the modeled columns x, and
+    q(z | x, c); ``transform`` and the scores read c from X's covariate columns, which must
+    be observed (NaN there is an error, even where NaN is accepted in modeled columns).
+    Everything that returns rows (``sample``, ``inverse_transform``, ``interpolate``,
+    ``apply_attribute``, ``impute``) returns X's full layout with the covariate columns
+    holding the covariates used, so ``score_samples(sample(n, covariates=c))`` works.
+    Conditioning on a batch column makes the codes forget the batch: the decoder adds
+    its effect back. Covariate values are numbers (integer codes for categories: map
+    string labels with e.g. ``pandas.factorize`` first).
+
     X must hold non-negative integers (in any numeric dtype); NaN and inf are rejected.
 
     ``score_samples`` is the importance-weighted estimate of log p(x | l), l = sum_j x_j, in
@@ -168,6 +202,10 @@ class CountVAE(BaseVAE):
     size, and :meth:`sample` draws the library size of each generated row from the training
     rows' totals (1024 quantiles of them, recorded by ``fit`` or the first ``partial_fit``).
     ``sample`` returns counts as float64 integers (``return_mean=True``: E[x | z], real).
+    With ``covariates``, the library sizes of ``sample`` still come from all training rows,
+    whatever the covariates given (no per-batch library prior as scVI can have), and
+    ``inverse_transform`` uses the mean training library size; the covariates move the
+    proportions rho.
 
     The NB inverse dispersion is exp(log theta) with log theta clamped to [-8, 8]; at the top
     (theta ~ 3000) NB is practically Poisson for the counts it meets.
@@ -178,6 +216,9 @@ class CountVAE(BaseVAE):
     single-cell transcriptomics", Nature Methods 15, 2018 (scVI).
 
     D. P. Kingma and M. Welling, "Auto-encoding variational Bayes", ICLR 2014.
+
+    K. Sohn, H. Lee and X. Yan, "Learning structured output representation using deep
+    conditional generative models", NeurIPS 2015 (the conditional VAE).
 
     Examples
     --------
@@ -209,6 +250,8 @@ class CountVAE(BaseVAE):
         self,
         n_components=8,
         *,
+        covariates=None,
+        covariate_encoding="onehot",
         hidden_layer_sizes=(256, 128),
         activation="relu",
         likelihood="nb",
@@ -232,6 +275,8 @@ class CountVAE(BaseVAE):
         verbose=0,
     ):
         self.n_components = n_components
+        self.covariates = covariates
+        self.covariate_encoding = covariate_encoding
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.likelihood = likelihood

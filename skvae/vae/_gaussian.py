@@ -24,6 +24,22 @@ class GaussianVAE(BaseVAE):
     n_components : int, default=8
         Number of latent dimensions.
 
+    covariates : int, str, array-like of int, str or bool, or None, default=None
+        Columns of X to condition on instead of modeling (a conditional VAE): e.g. a batch
+        or a class label. Given as column indices, as names (when X is a pandas DataFrame
+        with string column names, see ``feature_names_in_``) or as a boolean mask over the
+        columns. Both the encoder and the decoder read them, encoded as
+        ``covariate_encoding`` says; the likelihood covers the other columns only, so
+        ``score_samples`` is log p(x | c), ``transform`` gives q(z | x, c), and ``sample``,
+        ``inverse_transform`` and ``interpolate`` take ``covariates=`` values to generate
+        for. None (or an empty selection) models every column. See Notes.
+
+    covariate_encoding : {"onehot", "numeric"}, default="onehot"
+        How the covariate columns reach the networks: "onehot" treats each as categorical
+        (``sklearn.preprocessing.OneHotEncoder`` fitted in ``fit``; a category ``fit`` did
+        not see is an error later), "numeric" standardizes them
+        (``sklearn.preprocessing.StandardScaler``), for continuous covariates.
+
     hidden_layer_sizes : tuple of int, default=(256, 128)
         Widths of the encoder's hidden layers; the decoder mirrors them. ``()`` gives a linear
         encoder and decoder.
@@ -136,8 +152,13 @@ class GaussianVAE(BaseVAE):
     latent_density_ : sklearn.mixture.GaussianMixture
         Density of the posterior means of the training rows, used by
         ``sample(latent="fitted")``; fitted on first use and kept until the next fit.
+    covariate_indices_ : ndarray of shape (n_covariates,) or None
+        Indices of the covariate columns of X (in X's order), None without covariates.
+    covariate_encoder_ : OneHotEncoder, StandardScaler or None
+        The fitted encoding of the covariate columns (its ``categories_`` for one-hot),
+        None without covariates.
     n_features_in_ : int
-        Number of features seen during fit.
+        Number of features seen during fit. Covariate columns included.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when X has string column names.
     noise_variance_ : ndarray of shape (n_features,) or None
@@ -151,6 +172,19 @@ class GaussianVAE(BaseVAE):
 
     Notes
     -----
+    Covariates (a conditional VAE, Sohn et al. 2015): with ``covariates``, X keeps its full
+    layout everywhere (``n_features_in_`` counts the covariate columns, so the model works
+    in a ``Pipeline`` and ``GridSearchCV`` with the covariates travelling in X). The model
+    is z ~ N(0, I), x | z, c ~ p(x | f(z, c)) for the modeled columns x, and
+    q(z | x, c); ``transform`` and the scores read c from X's covariate columns, which must
+    be observed (NaN there is an error, even where NaN is accepted in modeled columns).
+    Everything that returns rows (``sample``, ``inverse_transform``, ``interpolate``,
+    ``apply_attribute``, ``impute``) returns X's full layout with the covariate columns
+    holding the covariates used, so ``score_samples(sample(n, covariates=c))`` works.
+    Conditioning on a batch column makes the codes forget the batch: the decoder adds
+    its effect back. Covariate values are numbers (integer codes for categories: map
+    string labels with e.g. ``pandas.factorize`` first).
+
     The networks see standardized data: the encoder's input and the decoder's output are
     scaled by the mean and standard deviation of each training feature (computed at the first
     ``fit`` / ``partial_fit``); ``score_samples`` includes the Jacobian of that scaling, so it
@@ -175,6 +209,9 @@ class GaussianVAE(BaseVAE):
     I. Higgins et al., "beta-VAE: learning basic visual concepts with a constrained
     variational framework", ICLR 2017.
 
+    K. Sohn, H. Lee and X. Yan, "Learning structured output representation using deep
+    conditional generative models", NeurIPS 2015 (the conditional VAE).
+
     Examples
     --------
     >>> import numpy as np
@@ -188,6 +225,14 @@ class GaussianVAE(BaseVAE):
     (3, 5)
     >>> bool(np.all(model.elbo_samples(X) <= model.score_samples(X)))
     True
+
+    Conditioned on a group column (a conditional VAE): it is read, not modeled.
+
+    >>> D = np.column_stack([X, np.arange(200) % 2])
+    >>> cvae = GaussianVAE(n_components=2, covariates=[5], hidden_layer_sizes=(16,),
+    ...                    max_iter=5, device="cpu", random_state=0).fit(D)
+    >>> cvae.sample(3, covariates=1, random_state=0)[:, 5]
+    array([1., 1., 1.])
     """
 
     _parameter_constraints = {
@@ -203,6 +248,8 @@ class GaussianVAE(BaseVAE):
         self,
         n_components=8,
         *,
+        covariates=None,
+        covariate_encoding="onehot",
         hidden_layer_sizes=(256, 128),
         activation="relu",
         decoder_variance="feature",
@@ -227,6 +274,8 @@ class GaussianVAE(BaseVAE):
         verbose=0,
     ):
         self.n_components = n_components
+        self.covariates = covariates
+        self.covariate_encoding = covariate_encoding
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.decoder_variance = decoder_variance

@@ -2,8 +2,9 @@
 density fitted to the codes for ``sample(latent="fitted")``.
 
 :class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
-through ``BaseVAE``'s private helpers (``_validated``, ``_encode``, ``_decode_mean``, the
-reservoir of training rows) and adds public methods only; ``sample`` calls
+through ``BaseVAE``'s private helpers (``_rows``, ``_encode``, ``_decode_mean``, the
+reservoir of training rows, and the covariate helpers ``_given_covariates`` and
+``_full_layout``) and adds public methods only; ``sample`` calls
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
 
@@ -27,15 +28,16 @@ class ResynthesisMixin:
 
     # ------------------------------------------------------------------ encoding helpers
     def _posterior_means(self, X, name):
-        """Validated ``X`` -> posterior means on the device (model dtype); errors name ``X``."""
+        """Validated ``X`` -> (posterior means on the device (model dtype), the validated
+        rows: see ``BaseVAE._rows``); errors name ``X``."""
         try:
-            X = self._validated(X)
+            rows = self._rows(X, where=name)
         except ValueError as error:
-            if name == "X":
+            if name == "X" or str(error).startswith(f"{name}:"):
                 raise
             raise ValueError(f"{name}: {error}") from error
         with torch.inference_mode():
-            return self._encode(X)[0]
+            return self._encode(rows.x, None, rows.c)[0], rows
 
     @staticmethod
     def _one_row(x, name):
@@ -59,7 +61,7 @@ class ResynthesisMixin:
 
     # ------------------------------------------------------------------ interpolation
     def interpolate(self, x_a, x_b, n_steps=8, *, method="slerp", return_mean=True,
-                    random_state=None):
+                    random_state=None, covariates=None):
         """Decode a path in latent space between the codes of two rows.
 
         Both rows are encoded to their posterior means z_a and z_b, ``n_steps`` codes from z_a
@@ -86,12 +88,19 @@ class ResynthesisMixin:
         random_state : int, RandomState instance or None, default=None
             Seed of the draws when ``return_mean=False``; None uses the estimator's
             ``random_state``. Unused with ``return_mean=True``.
+        covariates : array-like, default=None
+            Only for a model with covariates (else must be None): the covariate values, in
+            X's units, to decode the path with (one row, or ``n_steps`` rows). Each endpoint
+            is encoded with its own covariates; by default the path is decoded with them
+            too, which requires x_a and x_b to have the same covariates. Pass e.g. x_b's
+            class to morph x_a's style into that class.
 
         Returns
         -------
         X_path : ndarray of shape (n_steps, n_features)
             The decoded path, from x_a's reconstruction to x_b's; float32 when both rows are
-            float32, else float64.
+            float32, else float64. With covariates, in X's layout, the covariate columns
+            holding the covariates the path was decoded with.
 
         References
         ----------
@@ -107,16 +116,28 @@ class ResynthesisMixin:
         if not isinstance(return_mean, (bool, np.bool_)):
             raise ValueError(f"return_mean={return_mean!r} must be True or False.")
         out = np.float32 if _output_dtype(x_a) == _output_dtype(x_b) == np.float32 else np.float64
-        z_a = self._posterior_means(self._one_row(x_a, "x_a"), "x_a")[0]
-        z_b = self._posterior_means(self._one_row(x_b, "x_b"), "x_b")[0]
+        codes_a, rows_a = self._posterior_means(self._one_row(x_a, "x_a"), "x_a")
+        codes_b, rows_b = self._posterior_means(self._one_row(x_b, "x_b"), "x_b")
+        if covariates is None and rows_a.raw is not None:
+            if not np.array_equal(rows_a.raw, rows_b.raw):
+                raise ValueError(
+                    f"interpolate: x_a and x_b have different covariates ({rows_a.raw[0].tolist()}"
+                    f" and {rows_b.raw[0].tolist()}), so the path has no single covariate to be "
+                    "decoded with. Pass covariates= (one row, in X's units) to choose it."
+                )
+            covariates = rows_a.raw
+        C, raw = self._given_covariates(covariates, int(n_steps), "interpolate")
         with torch.inference_mode():
-            path = interpolation_path(z_a, z_b, int(n_steps), method)
+            path = interpolation_path(codes_a[0], codes_b[0], int(n_steps), method)
             if return_mean:
-                return to_numpy(self._decode_mean(path), out)
-            seed = seed_from(self.random_state if random_state is None else random_state)
-            generator = torch.Generator(device=self._device).manual_seed(seed)
-            module = self.module_
-            return to_numpy(module.sample(module.decode(path), generator), out)
+                decoded = to_numpy(self._decode_mean(path, C), out)
+            else:
+                seed = seed_from(self.random_state if random_state is None else random_state)
+                generator = torch.Generator(device=self._device).manual_seed(seed)
+                module = self.module_
+                params = module.decode(path) if C is None else module.decode(path, C)
+                decoded = to_numpy(module.sample(params, generator), out)
+        return self._full_layout(decoded, raw, out)
 
     # ------------------------------------------------------------------ attribute vectors
     def attribute_vector(self, X_from, X_to):
@@ -140,7 +161,7 @@ class ResynthesisMixin:
         """
         check_is_fitted(self)
         means = [
-            self._posterior_means(X, name).to(torch.float64).mean(dim=0)
+            self._posterior_means(X, name)[0].to(torch.float64).mean(dim=0)
             for X, name in ((X_from, "X_from"), (X_to, "X_to"))
         ]
         return to_numpy(means[1] - means[0], np.float64)
@@ -148,7 +169,8 @@ class ResynthesisMixin:
     def apply_attribute(self, X, vector, *, strength=1.0):
         """Move the codes of rows along a latent direction and decode them.
 
-        Returns ``inverse_transform(transform(X) + strength * vector)``: with ``vector`` from
+        Returns ``inverse_transform(transform(X) + strength * vector)`` (decoded with the
+        rows' own covariates, if the model has some): with ``vector`` from
         :meth:`attribute_vector`, ``strength=1`` adds the attribute, ``-1`` removes it and
         ``0`` gives the plain reconstructions.
 
@@ -165,7 +187,7 @@ class ResynthesisMixin:
         -------
         X_new : ndarray of shape (n_samples, n_features)
             The decoded means of the moved codes, in the float type of ``X`` (float64 unless
-            X is float32).
+            X is float32); covariate columns, if any, keep X's values.
         """
         check_is_fitted(self)
         if isinstance(strength, (bool, np.bool_)) or not isinstance(strength, Real) or not (
@@ -189,10 +211,11 @@ class ResynthesisMixin:
         if not np.all(np.isfinite(vector)):
             raise ValueError("vector contains NaN or infinity; it must be finite.")
         out = _output_dtype(X)
-        codes = self._posterior_means(X, "X")
+        codes, rows = self._posterior_means(X, "X")
         shift = torch.as_tensor(float(strength) * vector, device=self._device, dtype=self._dtype)
         with torch.inference_mode():
-            return to_numpy(self._decode_mean(codes + shift), out)
+            decoded = to_numpy(self._decode_mean(codes + shift, rows.c), out)
+        return self._full_layout(decoded, rows.raw, out)
 
     # ------------------------------------------------------------------ latent density
     @property
@@ -223,7 +246,8 @@ class ResynthesisMixin:
         if cached is not None and cached["requested"] == requested:
             return cached
         with torch.inference_mode():
-            codes = to_numpy(self._encode(self._reservoir_rows)[0], np.float64)
+            codes = self._encode(self._reservoir_rows, None, self._reservoir_covariates_or_none())
+            codes = to_numpy(codes[0], np.float64)
         mixture = GaussianMixture(
             n_components=min(int(requested), codes.shape[0]),
             covariance_type="full",
