@@ -606,7 +606,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             The decoder's mean (probabilities for a Bernoulli likelihood). With covariates,
             in X's layout: the covariate columns hold the given values.
         """
@@ -765,8 +765,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
     def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior",
                covariates=None):
-        """Generate rows by ancestral sampling: z, then x ~ p(x | z) (p(x | z, c) with
-        covariates).
+        """Generate rows by ancestral sampling: z, then x ~ p(x | z) (or p(x | z, c)).
 
         Parameters
         ----------
@@ -800,7 +799,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             Generated rows (float64). With covariates, in X's layout, the covariate columns
             holding the given values, so ``score_samples(sample(...))`` is log p(x | c) of
             the samples.
