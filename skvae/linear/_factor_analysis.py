@@ -56,6 +56,10 @@ class FactorAnalysisEM(BaseLinearGaussian):
     random_state : int, RandomState instance or None, default=None
         Seeds the default draws of :meth:`sample` (the fit itself is deterministic).
 
+    verbose : int, default=0
+        With 1 or more, print one line per iteration (profile and EM phases alike): iteration,
+        mean log-likelihood per sample, its change since the previous iteration and seconds.
+
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features)
@@ -119,6 +123,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         device="auto",
         dtype="float64",
         random_state=None,
+        verbose=0,
     ):
         self.n_components = n_components
         self.max_iter = max_iter
@@ -128,6 +133,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
+        self.verbose = verbose
 
     def _nan_policy(self):
         return None
@@ -159,7 +165,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         init = self._initial_noise(S.shape[0], S)
         return (W, psi) if init is None else (W, init)
 
-    def _fit_complete(self, n_samples, mean, S):
+    def _fit_complete(self, n_samples, mean, S, progress=None):
         floor = self._noise_floor(S)
         psi = self._initial_noise(S.shape[0], S)
         if psi is None:
@@ -169,6 +175,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         W, psi, loglikes = gauss.profile_iterations(
             S, n_samples, psi.clamp_min(floor), self.n_components_, floor=floor,
             max_iter=min(_PROFILE_MAX_ITER, max(self.max_iter - 1, 1)), tol=_PROFILE_TOL,
+            report=progress,
         )
 
         def step(p):
@@ -177,7 +184,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         # EM's first evaluation is at the profile's last point: record that point once.
         params = gauss.Params(W, psi, mean)
         params, loglikes = self._run_em(step, params, n_samples, floor, S.diagonal(),
-                                        loglikes[:-1])
+                                        loglikes[:-1], progress=progress)
         return params.W, params.psi, loglikes
 
     def _after_fit(self, W, psi):
