@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .._compat import StrOptions
+from .._compat import StrOptions, _ortho_rotation
 from . import _gaussian as gauss
 from ._base import BaseLinearGaussian
 
@@ -189,25 +189,8 @@ class FactorAnalysisEM(BaseLinearGaussian):
 
     def _after_fit(self, W, psi):
         if self.rotation is not None:
-            self.components_ = _ortho_rotation(self.components_.T, self.rotation).T
+            # scikit-learn's varimax / quartimax (Kaiser's SVD iteration), converged tighter
+            # than its defaults (tol=1e-6, max_iter=100); it returns the rotated W^T.
+            self.components_ = _ortho_rotation(self.components_.T, method=self.rotation,
+                                               tol=1e-8, max_iter=500)
 
-
-def _ortho_rotation(loadings, method, max_iter=500, tol=1e-8):
-    """Varimax or quartimax rotation of ``loadings`` (d, k) by Kaiser's SVD iteration.
-
-    Maximizes sum_j (L_jc^4) - (gamma / d) sum_c (sum_j L_jc^2)^2 over orthogonal R, L = W R,
-    with gamma = 1 (varimax) or 0 (quartimax).
-    """
-    d, k = loadings.shape
-    gamma = 1.0 if method == "varimax" else 0.0
-    rotation = np.eye(k)
-    criterion = 0.0
-    for _ in range(max_iter):
-        rotated = loadings @ rotation
-        target = rotated**3 - (gamma / d) * rotated * (rotated**2).sum(axis=0)
-        u, s, vt = np.linalg.svd(loadings.T @ target)
-        rotation = u @ vt
-        previous, criterion = criterion, s.sum()
-        if criterion <= previous * (1 + tol):
-            break
-    return loadings @ rotation
