@@ -91,6 +91,18 @@ def seed_from(random_state):
     return int(rng.randint(np.iinfo(np.int32).max))
 
 
+def derived_seed(seed, *key, bits=64):
+    """A seed for one use of the integer ``seed``, named by ``key`` (non-negative ints).
+
+    numpy's ``SeedSequence`` mixes them (the seed of child ``key`` of ``SeedSequence(seed)``),
+    so different keys give statistically independent streams from one fitted seed. ``bits=64``
+    suits ``torch.Generator.manual_seed``; ``bits=32`` numpy's and scikit-learn's
+    ``random_state``.
+    """
+    dtype = {64: np.uint64, 32: np.uint32}[bits]
+    return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, dtype)[0])
+
+
 def make_generator(random_state, device):
     """A local ``torch.Generator`` on ``device`` seeded from ``random_state``.
 

@@ -248,26 +248,13 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                                                                         torch.int16, torch.int8,
                                                                         torch.uint8, torch.bool)):
             raise ValueError(f"X must hold real numbers; got a tensor of dtype {X.dtype}.")
-        n_samples, n_features = X.shape
-        if n_samples < ensure_min_samples:
-            raise ValueError(
-                f"Found array with {n_samples} sample(s) (shape={tuple(X.shape)}) while a minimum "
-                f"of {ensure_min_samples} is required by {type(self).__name__}."
-            )
-        if n_features < 1:
-            raise ValueError(
-                f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 "
-                f"is required by {type(self).__name__}."
-            )
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
+        # The shape checks (sample and feature counts, n_features_in_, feature names) are
+        # scikit-learn's, run on a zero-strided stand-in of X's shape: no copy of X, and no trip
+        # of a CUDA tensor to the host. (The checks above are the tensor's own: check_array
+        # would print the stand-in's values for a 1-D X, and knows no torch dtypes.)
+        validate_data(self, np.broadcast_to(np.zeros((), dtype=np.float64), tuple(X.shape)),
+                      reset=reset, dtype=None, ensure_all_finite=False,
+                      ensure_min_samples=ensure_min_samples)
         dtype = torch.float32 if X.dtype == torch.float32 else self._dtype
         return X.detach().to(device=self._device, dtype=dtype)
 

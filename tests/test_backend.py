@@ -9,6 +9,7 @@ import torch
 
 from skvae._backend import (
     as_tensor,
+    derived_seed,
     fallback_device,
     make_generator,
     resolve_device,
@@ -65,3 +66,15 @@ def test_as_tensor_casts_and_views_read_only_arrays_quietly():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "not writable" warning would fail here
         assert as_tensor(readonly, device="cpu", dtype=torch.float64).sum().item() == 6.0
+
+
+def test_derived_seeds_are_numpys_seed_sequence_children():
+    # One fitted seed, several independent uses: numpy's SeedSequence does the mixing.
+    expected = np.random.SeedSequence(12345, spawn_key=(2,)).generate_state(1, np.uint64)[0]
+    assert derived_seed(12345, 2) == int(expected)
+    assert derived_seed(12345, 1, 0) != derived_seed(12345, 1, 1) != derived_seed(12345, 2)
+    assert derived_seed(12345, 2) != derived_seed(12346, 2)
+    # Every value seeds a torch.Generator; 32-bit ones seed numpy and scikit-learn.
+    torch.Generator().manual_seed(derived_seed(0, 3))
+    assert 0 <= derived_seed(0, 3, bits=32) < 2**32
+    np.random.RandomState(derived_seed(0, 3, bits=32))

@@ -144,3 +144,27 @@ def test_versions_recorded_are_the_running_ones():
         "skvae": skvae.__version__, "scikit-learn": sklearn.__version__,
         "torch": torch.__version__,
     }
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("estimator", _estimators(), ids=lambda e: type(e).__name__)
+def test_a_tensor_gets_the_shape_checks_an_array_gets(estimator):
+    # The same scikit-learn checks for both (no hand copies of check_array's messages).
+    def error(X, method="fit", fitted=None):
+        with pytest.raises(ValueError) as info:
+            getattr(fitted or estimator, method)(X)
+        return str(info.value)
+
+    for shape in [(0, 6), (5, 0)]:
+        X = np.zeros(shape)
+        assert error(torch.as_tensor(X)) == error(X)
+    X = _data(estimator)
+    fitted = estimator.fit(X)
+    assert (error(torch.as_tensor(X[:, :4]), "transform", fitted)
+            == error(X[:, :4], "transform", fitted))
+    # Fitted on a DataFrame, given unnamed columns: the same warning for a tensor as an array.
+    pd = pytest.importorskip("pandas")
+    named = estimator.fit(pd.DataFrame(X, columns=[f"f{j}" for j in range(X.shape[1])]))
+    for unnamed in (X, torch.as_tensor(X)):
+        with pytest.warns(UserWarning, match="X does not have valid feature names"):
+            named.transform(unnamed)

@@ -163,3 +163,14 @@ def test_k_equal_d_is_allowed(wine):
     assert model.n_components_ == 13
     assert np.all(np.isfinite(model.score_samples(wine)))
     assert list(model.get_feature_names_out()[:2]) == ["factoranalysisem0", "factoranalysisem1"]
+
+
+@pytest.mark.parametrize("rotation", ["varimax", "quartimax"])
+def test_rotation_is_sklearns_rotation_of_the_unrotated_loadings(rotation, cancer):
+    # The rotation is scikit-learn's own (Kaiser's SVD iteration), with tol=1e-8, max_iter=500.
+    from sklearn.decomposition._factor_analysis import _ortho_rotation
+
+    plain = FactorAnalysisEM(n_components=4, device="cpu").fit(cancer)
+    rotated = FactorAnalysisEM(n_components=4, rotation=rotation, device="cpu").fit(cancer)
+    expected = _ortho_rotation(plain.components_.T, method=rotation, tol=1e-8, max_iter=500)
+    np.testing.assert_allclose(rotated.components_, expected, rtol=1e-12, atol=1e-14)

@@ -1,5 +1,6 @@
 """The EM side of PPCA and FactorAnalysisEM: shift and scale invariance, SQUAREM, stopping, limits."""
 
+import re
 import warnings
 from pathlib import Path
 
@@ -224,3 +225,54 @@ def test_log_likelihood_keeps_its_digits_with_noise_at_the_floor():
     T = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)
     got = gauss.log_likelihood(T(X), T(np.zeros(d)), T(W), T(psi)).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- verbose
+_EM_LINE = re.compile(r"Iteration (\d+), log-likelihood = (\S+)(?:, change = (\S+))?, \d+\.\d\d s")
+
+
+@pytest.mark.parametrize("cls, params, gaps", [
+    (PPCA, {"solver": "em"}, False),
+    (PPCA, {}, True),
+    (FactorAnalysisEM, {}, False),  # profile iterations, then EM: each printed once
+    (FactorAnalysisEM, {"tol": 1e-3}, True),  # with gaps: a flat likelihood, a long tail
+])
+def test_verbose_prints_each_em_iteration_with_its_likelihood(cls, params, gaps, cancer, capsys):
+    X = remove_at_random(cancer[:300, :12], 0.1)[0] if gaps else cancer
+    model = cls(n_components=3, device="cpu", verbose=1, **params).fit(X)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == model.n_iter_ > 2
+    matches = [_EM_LINE.fullmatch(line) for line in lines]
+    assert all(matches), lines
+    assert [int(m.group(1)) for m in matches] == list(range(1, model.n_iter_ + 1))
+    per_sample = model.loglike_ / X.shape[0]
+    printed = [float(m.group(2)) for m in matches]
+    assert printed == pytest.approx(per_sample, rel=1e-5)
+    assert matches[0].group(3) is None  # nothing to compare the first iteration with
+    changes = [float(m.group(3)) for m in matches[1:]]
+    assert changes == pytest.approx(np.diff(per_sample), rel=1e-2, abs=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["eigh", "svd"])
+def test_verbose_closed_form_prints_one_line_with_the_training_likelihood(solver, cancer, capsys):
+    model = PPCA(n_components=3, solver=solver, device="cpu", verbose=1).fit(cancer)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == model.n_iter_ == 1
+    match = re.fullmatch(r"Iteration 1, log-likelihood = (\S+), closed form, "
+                         rf"solver='{solver}', \d+\.\d\d s", lines[0])
+    assert match, lines
+    assert float(match.group(1)) == pytest.approx(model.score(cancer), rel=1e-5)
+
+
+@pytest.mark.parametrize("cls, params", [(PPCA, {}), (PPCA, {"solver": "em"}),
+                                         (FactorAnalysisEM, {})])
+def test_verbose_zero_prints_nothing(cls, params, cancer, capsys):
+    cls(n_components=3, device="cpu", **params).fit(cancer)
+    cls(n_components=3, device="cpu", verbose=0, **params).partial_fit(cancer)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
+def test_verbose_is_validated(cls, cancer):
+    with pytest.raises(ValueError, match="'verbose' parameter of .* must be"):
+        cls(verbose="loud", device="cpu").fit(cancer)

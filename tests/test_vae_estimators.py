@@ -388,12 +388,23 @@ def test_kl_warmup_and_beta_shape_the_loss():
 def test_verbose_prints_one_line_per_epoch():
     buffer = io.StringIO()
     with redirect_stdout(buffer):
-        GaussianVAE(n_components=2, verbose=1, early_stopping=True,
-                    **{**SMALL, "max_iter": 3}).fit(_gaussian_data())
+        model = GaussianVAE(n_components=2, verbose=1, early_stopping=True,
+                            **{**SMALL, "max_iter": 3}).fit(_gaussian_data())
     lines = buffer.getvalue().strip().splitlines()
-    assert len(lines) == 3
-    assert all(re.fullmatch(r"Epoch \d+, loss = \S+, validation ELBO = \S+, \d+\.\d\d s", ln)
-               for ln in lines)
+    assert len(lines) == model.n_iter_ == 3
+    pattern = r"Epoch (\d+), loss = (\S+), validation ELBO = (\S+), \d+\.\d\d s"
+    matches = [re.fullmatch(pattern, ln) for ln in lines]
+    assert all(matches), lines
+    assert [int(m.group(1)) for m in matches] == [1, 2, 3]
+    # The printed figures are the fitted curves (to the 6 digits shown).
+    assert [float(m.group(2)) for m in matches] == pytest.approx(model.loss_curve_, rel=1e-5)
+    assert ([float(m.group(3)) for m in matches]
+            == pytest.approx(model.validation_scores_, rel=1e-5))
+
+
+def test_verbose_zero_prints_nothing(capsys):
+    GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(_gaussian_data())
+    assert capsys.readouterr().out == ""
 
 
 # ----------------------------------------------------------------------- persistence

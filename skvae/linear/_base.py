@@ -1,5 +1,6 @@
 """What PPCA and FactorAnalysisEM share: everything but how the parameters are estimated."""
 
+import time
 import warnings
 from numbers import Integral, Real
 
@@ -25,6 +26,44 @@ from ._moments import DenseScatter, LowRankScatter, merge_moments
 _CHUNK_BYTES = 4 * 2**20  # rows per inference chunk: about this many bytes of float64 input
 
 
+class _EMProgress:
+    """The ``verbose`` lines of one fit: one per EM iteration, or one for a closed form.
+
+    Called with each recorded total log-likelihood, it prints the iteration, the mean
+    log-likelihood per sample, its change since the previous line and the seconds the
+    iteration took, in the format of the VAEs' epoch lines. :meth:`continue_after` rewinds the
+    count when a solver re-evaluates a point already printed (factor analysis hands its last
+    profile iteration to EM), so each iteration is printed once and the lines number
+    ``n_iter_``.
+    """
+
+    def __init__(self, n_samples, print_fn=print):
+        self.n_samples = n_samples
+        self.print_fn = print_fn
+        self.iteration = 0
+        self.printed = 0
+        self.last = None
+        self.clock = time.perf_counter()
+
+    def continue_after(self, iterations):
+        self.iteration = iterations
+
+    def __call__(self, loglik):
+        self.iteration += 1
+        if self.iteration <= self.printed:
+            return
+        now, mean = time.perf_counter(), loglik / self.n_samples
+        change = "" if self.last is None else f", change = {mean - self.last:.3g}"
+        self.print_fn(f"Iteration {self.iteration}, log-likelihood = {mean:.6g}{change}, "
+                      f"{now - self.clock:.2f} s")
+        self.printed, self.last, self.clock = self.iteration, mean, now
+
+    def closed_form(self, loglik, solver):
+        how = "closed form" if solver is None else f"closed form, solver={solver!r}"
+        self.print_fn(f"Iteration 1, log-likelihood = {loglik / self.n_samples:.6g}, {how}, "
+                      f"{time.perf_counter() - self.clock:.2f} s")
+
+
 class BaseLinearGaussian(BaseLatentModel):
     """x = W z + mu + e with e ~ N(0, Psi): inference, scoring, sampling, streaming, imputation.
 
@@ -41,6 +80,7 @@ class BaseLinearGaussian(BaseLatentModel):
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"})],
         "random_state": ["random_state"],
+        "verbose": ["verbose"],
     }
 
     # ------------------------------------------------------------------ fitting
@@ -175,8 +215,18 @@ class BaseLinearGaussian(BaseLatentModel):
 
     def _fit_from_stats(self):
         count, mean, scatter = self._stats
-        W, psi, loglikes = self._fit_complete(count, mean, scatter / count)
+        progress = self._progress(count)
+        S = scatter / count
+        W, psi, loglikes = self._fit_complete(count, mean, S, progress)
+        if progress is not None and loglikes is None:
+            loglik, _ = gauss.em_step_stats(S, count, gauss.Params(W, psi, mean),
+                                            isotropic=self._isotropic, floor=0.0)
+            progress.closed_form(float(loglik), getattr(self, "solver", None))
         self._set_fitted(mean, W, psi, loglikes)
+
+    def _progress(self, n_samples):
+        """The printer of the verbose lines of one fit, or None when ``verbose`` is off."""
+        return _EMProgress(n_samples) if self.verbose else None
 
     def _fit_missing(self, X, mask):
         empty = ~mask.any(dim=0)
@@ -186,20 +236,27 @@ class BaseLinearGaussian(BaseLatentModel):
                 f"X has no observed value in column(s) {columns[:10]}: a feature that is NaN in "
                 "every row cannot be modelled. Drop those columns before fitting."
             )
+        progress = self._progress(X.shape[0])
         params, floor, variances = self._init_missing(X, mask)
 
         def step(p):
             return gauss.em_step_masked(X, mask, p, isotropic=self._isotropic, floor=floor)
 
-        params, loglikes = self._run_em(step, params, X.shape[0], floor, variances)
+        params, loglikes = self._run_em(step, params, X.shape[0], floor, variances,
+                                        progress=progress)
         self._set_fitted(params.mu, params.W, params.psi, loglikes)
 
-    def _run_em(self, step, params, n_samples, floor, variances, loglikes=()):
-        """EM (SQUAREM-accelerated) after the iterations whose log-likelihoods are ``loglikes``."""
+    def _run_em(self, step, params, n_samples, floor, variances, loglikes=(), progress=None):
+        """EM (SQUAREM-accelerated) after the iterations whose log-likelihoods are ``loglikes``.
+
+        ``progress`` (an :class:`_EMProgress` or None) prints a line per EM iteration.
+        """
         loglikes = list(loglikes)
+        if progress is not None:
+            progress.continue_after(len(loglikes))
         params, more, status = gauss.run_em(
             step, params, n=n_samples, max_iter=self.max_iter - len(loglikes), tol=self.tol,
-            floor=floor, variances=variances,
+            floor=floor, variances=variances, report=progress,
         )
         loglikes += more
         if not np.all(np.isfinite(loglikes)):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .._compat import StrOptions
+from .._compat import StrOptions, _ortho_rotation
 from . import _gaussian as gauss
 from ._base import BaseLinearGaussian
 
@@ -55,6 +55,10 @@ class FactorAnalysisEM(BaseLinearGaussian):
 
     random_state : int, RandomState instance or None, default=None
         Seeds the default draws of :meth:`sample` (the fit itself is deterministic).
+
+    verbose : int, default=0
+        With 1 or more, print one line per iteration (profile and EM phases alike): iteration,
+        mean log-likelihood per sample, its change since the previous iteration and seconds.
 
     Attributes
     ----------
@@ -119,6 +123,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         device="auto",
         dtype="float64",
         random_state=None,
+        verbose=0,
     ):
         self.n_components = n_components
         self.max_iter = max_iter
@@ -128,6 +133,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
+        self.verbose = verbose
 
     def _nan_policy(self):
         return None
@@ -159,7 +165,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         init = self._initial_noise(S.shape[0], S)
         return (W, psi) if init is None else (W, init)
 
-    def _fit_complete(self, n_samples, mean, S):
+    def _fit_complete(self, n_samples, mean, S, progress=None):
         floor = self._noise_floor(S)
         psi = self._initial_noise(S.shape[0], S)
         if psi is None:
@@ -169,6 +175,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         W, psi, loglikes = gauss.profile_iterations(
             S, n_samples, psi.clamp_min(floor), self.n_components_, floor=floor,
             max_iter=min(_PROFILE_MAX_ITER, max(self.max_iter - 1, 1)), tol=_PROFILE_TOL,
+            report=progress,
         )
 
         def step(p):
@@ -177,30 +184,13 @@ class FactorAnalysisEM(BaseLinearGaussian):
         # EM's first evaluation is at the profile's last point: record that point once.
         params = gauss.Params(W, psi, mean)
         params, loglikes = self._run_em(step, params, n_samples, floor, S.diagonal(),
-                                        loglikes[:-1])
+                                        loglikes[:-1], progress=progress)
         return params.W, params.psi, loglikes
 
     def _after_fit(self, W, psi):
         if self.rotation is not None:
-            self.components_ = _ortho_rotation(self.components_.T, self.rotation).T
+            # scikit-learn's varimax / quartimax (Kaiser's SVD iteration), converged tighter
+            # than its defaults (tol=1e-6, max_iter=100); it returns the rotated W^T.
+            self.components_ = _ortho_rotation(self.components_.T, method=self.rotation,
+                                               tol=1e-8, max_iter=500)
 
-
-def _ortho_rotation(loadings, method, max_iter=500, tol=1e-8):
-    """Varimax or quartimax rotation of ``loadings`` (d, k) by Kaiser's SVD iteration.
-
-    Maximizes sum_j (L_jc^4) - (gamma / d) sum_c (sum_j L_jc^2)^2 over orthogonal R, L = W R,
-    with gamma = 1 (varimax) or 0 (quartimax).
-    """
-    d, k = loadings.shape
-    gamma = 1.0 if method == "varimax" else 0.0
-    rotation = np.eye(k)
-    criterion = 0.0
-    for _ in range(max_iter):
-        rotated = loadings @ rotation
-        target = rotated**3 - (gamma / d) * rotated * (rotated**2).sum(axis=0)
-        u, s, vt = np.linalg.svd(loadings.T @ target)
-        rotation = u @ vt
-        previous, criterion = criterion, s.sum()
-        if criterion <= previous * (1 + tol):
-            break
-    return loadings @ rotation

@@ -232,7 +232,8 @@ def em_step_masked(X, mask, params, *, isotropic, floor, chunk=ROW_CHUNK):
     return loglik, Params(theta[:, :k].contiguous(), psi_new, mu + theta[:, k])
 
 
-def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=None):
+def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=None,
+           report=None):
     """Iterate ``step`` (params -> (loglik at params, next params)) to convergence.
 
     With ``accelerate``, SQUAREM (Varadhan & Roland 2008): from theta0, two EM steps give theta1
@@ -249,6 +250,9 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
     (d,), the feature variances, widen that noise where a noise variance is tiny: the terms
     s_jj / psi_j summed into the log-likelihood then carry rounding errors of eps s_jj / psi_j.
 
+    ``report``, if given, is called with each recorded log-likelihood (a float) as it is
+    recorded, e.g. to print progress.
+
     Returns ``(params, loglikes, status)``: the parameters reached, the log-likelihoods (totals)
     of every recorded point in order, and "converged", "max_iter" or "decreased".
     """
@@ -261,24 +265,24 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
         spread = d if variances is None else float((variances / p.psi).sum()) + d
         return 100.0 * eps * (abs(value) + n * spread)
 
-    loglikes = []
+    loglikes = _Recorded(report)
     ll, nxt = step(params)
     loglikes.append(float(ll))
     if not math.isfinite(loglikes[-1]):
-        return params, loglikes, "converged"  # the caller rejects a non-finite log-likelihood
+        return params, list(loglikes), "converged"  # the caller rejects a non-finite one
     previous_gain = math.inf
     while True:
         start = loglikes[-1]
         theta0, theta1 = params, nxt
         for _ in range(2):  # theta1, then theta2: their log-likelihoods and EM images
             if len(loglikes) >= max_iter:
-                return nxt, loglikes, "max_iter"
+                return nxt, list(loglikes), "max_iter"
             ll, following = step(nxt)
             ll = float(ll)
             if not ll >= loglikes[-1]:  # also NaN
                 if math.isfinite(ll) and loglikes[-1] - ll <= noise(ll, nxt):
-                    return params, loglikes, "converged"  # at the optimum, up to rounding
-                return params, loglikes, "decreased"
+                    return params, list(loglikes), "converged"  # at the optimum, up to rounding
+                return params, list(loglikes), "decreased"
             loglikes.append(ll)
             params, nxt = nxt, following
         theta2 = params
@@ -288,7 +292,7 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
         if gain < threshold and (
             gain <= noise(loglikes[-1], params) or gain * gain <= threshold * (previous_gain - gain)
         ):
-            return nxt, loglikes, "converged"
+            return nxt, list(loglikes), "converged"
         previous_gain = gain
 
 
@@ -319,7 +323,20 @@ def _squarem_jump(step, theta0, theta1, theta2, following, loglikes, floor, scal
     return theta2, following
 
 
-def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
+class _Recorded(list):
+    """A list of log-likelihoods that hands each appended value to ``report`` (if not None)."""
+
+    def __init__(self, report=None):
+        super().__init__()
+        self._report = report
+
+    def append(self, value):
+        super().append(value)
+        if self._report is not None:
+            self._report(value)
+
+
+def profile_iterations(S, n, psi, k, *, floor, max_iter, tol, report=None):
     """Factor analysis iterations that maximize over W exactly for the current Psi.
 
     Given Psi, the best W is Psi^1/2 U_k (L_k - I)^1/2 with (L, U) the eigenpairs of
@@ -327,11 +344,12 @@ def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
     iteration of scikit-learn's FactorAnalysis, done on the covariance ``S`` (dense or low
     rank, see ``_moments``) instead of the data. It moves fast from a poor start but is not guaranteed to be monotone, so it stops at
     the first decrease (keeping the best point), or when a step gains less than ``tol`` per
-    sample. Returns W, Psi and the log-likelihoods of the points kept.
+    sample. Returns W, Psi and the log-likelihoods of the points kept (each also handed to
+    ``report``, if given, as it is kept).
     """
     d = S.shape[0]
     diag = S.diagonal()
-    loglikes, best = [], None
+    loglikes, best = _Recorded(report), None
     for _ in range(max_iter):
         root = torch.sqrt(psi)
         eigvals, eigvecs = _at_least(*S.scaled_eigh(root), k)
@@ -350,7 +368,7 @@ def profile_iterations(S, n, psi, k, *, floor, max_iter, tol):
         if len(loglikes) > 1 and loglikes[-1] - loglikes[-2] < tol * n:
             break
         psi = (diag - (W * W).sum(dim=1)).clamp_min(floor)
-    return best[0], best[1], loglikes
+    return best[0], best[1], list(loglikes)
 
 
 def _at_least(eigvals, eigvecs, k):

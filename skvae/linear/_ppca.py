@@ -50,6 +50,11 @@ class PPCA(BaseLinearGaussian):
     random_state : int, RandomState instance or None, default=None
         Seeds the random start of the EM solver and the default draws of :meth:`sample`.
 
+    verbose : int, default=0
+        With 1 or more, print one line per EM iteration: iteration, mean log-likelihood per
+        sample, its change since the previous iteration and seconds. A closed-form fit prints
+        one line.
+
     Attributes
     ----------
     components_ : ndarray of shape (n_components, n_features)
@@ -124,6 +129,7 @@ class PPCA(BaseLinearGaussian):
         device="auto",
         dtype="float64",
         random_state=None,
+        verbose=0,
     ):
         self.n_components = n_components
         self.solver = solver
@@ -132,6 +138,7 @@ class PPCA(BaseLinearGaussian):
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
+        self.verbose = verbose
 
     def _nan_policy(self):
         if self.solver in ("eigh", "svd"):
@@ -170,11 +177,11 @@ class PPCA(BaseLinearGaussian):
         # solver="svd" on all the rows: the factor is the centred data, as that solver promises.
         return rows < n_features or (whole and self.solver == "svd")
 
-    def _fit_complete(self, n_samples, mean, S):
+    def _fit_complete(self, n_samples, mean, S, progress=None):
         k = self.n_components_
         floor = self._floor_for(S)
         if self.solver == "em":
-            return self._fit_em(n_samples, mean, S, floor)
+            return self._fit_em(n_samples, mean, S, floor, progress)
         # A low-rank S (n < d, or solver="svd") is decomposed by a thin SVD of its factor, the
         # centred data: no d x d matrix. Otherwise the d x d covariance is eigendecomposed.
         eigvals, eigvecs = S.eigh()
@@ -182,7 +189,7 @@ class PPCA(BaseLinearGaussian):
         self._eigvals = eigvals
         return W, sigma2.expand(S.shape[0]).clone(), None
 
-    def _fit_em(self, n_samples, mean, S, floor):
+    def _fit_em(self, n_samples, mean, S, floor, progress=None):
         d, k = S.shape[0], self.n_components_
         generator = make_generator(self.random_state, self._device)
         scale = torch.sqrt(S.diagonal().mean() / k)
@@ -193,7 +200,8 @@ class PPCA(BaseLinearGaussian):
         def step(p):
             return gauss.em_step_stats(S, n_samples, p, isotropic=True, floor=floor)
 
-        params, loglikes = self._run_em(step, params, n_samples, floor, S.diagonal())
+        params, loglikes = self._run_em(step, params, n_samples, floor, S.diagonal(),
+                                        progress=progress)
         self._eigvals = S.eigh()[0]
         return params.W, params.psi, loglikes
 

@@ -306,7 +306,7 @@ class BernoulliLikelihood(Likelihood):
     def initial_output_bias(self, x):
         """Logits of the per-feature training means: the decoder starts at the marginals."""
         p = x.mean(dim=0).clamp(1e-3, 1.0 - 1e-3)
-        return torch.log(p) - torch.log1p(-p)
+        return torch.logit(p)
 
     def log_prob(self, x, params, mask=None):
         # sum_j [x_j l_j - softplus(l_j)] over the (observed) features, l = params the logits.

@@ -28,7 +28,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import seed_from, to_numpy
+from .._backend import derived_seed, seed_from, to_numpy
 from .._base import BaseLatentModel, _caller_values, _output_dtype, fit_all_or_nothing
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import (
@@ -37,6 +37,7 @@ from ..nn import (
     IWAE,
     TrainingHistory,
     VAEModule,
+    kl_standard_normal,
     monte_carlo_bounds,
     monte_carlo_impute,
     train_epochs,
@@ -57,7 +58,9 @@ _RESERVOIR_MAX_ROWS = 100_000
 _RESERVOIR_MAX_VALUES = 2**23
 # Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
 _INFERENCE_BUDGET = 2**22
-_SEED_MODULUS = 2**62
+# The uses of the fitted seed, as keys of numpy's SeedSequence (see derived_seed).
+_CONTINUED_TRAINING = 1  # with the epoch count: each warm start / partial_fit call its own stream
+_IMPORTANCE_DRAWS = 2
 # Variance of a component's posterior mean over the data above which it counts as active.
 _ACTIVITY_THRESHOLD = 0.01
 
@@ -379,7 +382,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         else:
             seed = self._seed
             generator = torch.Generator(device=self._device).manual_seed(
-                (seed * 1_000_003 + 7919 * self._history.n_epochs + 1) % _SEED_MODULUS
+                derived_seed(seed, _CONTINUED_TRAINING, self._history.n_epochs)
             )
             module, optimizer = self.module_, self._optimizer
             # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
@@ -515,7 +518,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """
         with torch.no_grad():
             mean, logvar = self._encode(X, has_nan, C)
-        kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar)
+        kl = kl_standard_normal(mean[..., None], logvar[..., None])  # per component
         self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
         self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
         self.n_active_components_ = int(np.sum(self.latent_activity_ > _ACTIVITY_THRESHOLD))
@@ -621,7 +624,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _importance_draws(self):
         """The K standard normal draws (K, n_components) every row of every call shares."""
         generator = torch.Generator(device=self._device).manual_seed(
-            (self._seed * 1_000_003 + 104_729) % _SEED_MODULUS
+            derived_seed(self._seed, _IMPORTANCE_DRAWS)
         )
         return torch.randn(
             (self.n_importance_samples, self.n_components_),
@@ -719,7 +722,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         iw, lower = self._bounds(rows)
         with torch.inference_mode():
             mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
-            kl = 0.5 * (mean.square() + torch.exp(logvar) - 1.0 - logvar).sum(-1)
+            kl = kl_standard_normal(mean, logvar)
         iw, lower, kl = (to_numpy(v, np.float64) for v in (iw, lower, kl))
         return {
             "log_likelihood": iw,

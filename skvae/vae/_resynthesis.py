@@ -16,11 +16,11 @@ from scipy import sparse
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import seed_from, to_numpy
+from .._backend import derived_seed, seed_from, to_numpy
 from .._base import _output_dtype
 from ..nn import interpolation_path, sample_gaussian_mixture
 
-_SEED_MODULUS = 2**31 - 1
+_LATENT_DENSITY = 3  # the SeedSequence key of the mixture's seed (see vae._base, derived_seed)
 
 
 class ResynthesisMixin:
@@ -252,7 +252,7 @@ class ResynthesisMixin:
             n_components=min(int(requested), codes.shape[0]),
             covariance_type="full",
             max_iter=200,
-            random_state=(self._seed * 1_000_003 + 49_979_687) % _SEED_MODULUS,
+            random_state=derived_seed(self._seed, _LATENT_DENSITY, bits=32),
         ).fit(codes)
         cached = {
             "requested": requested,
