@@ -50,17 +50,34 @@ def _standardization(X, mask=None):
     """Per-feature mean and std of X; a (numerically) constant feature gets scale 1.
 
     With ``mask`` (True where observed), of the observed entries only (nanmean, nanstd); a
-    feature never observed gets location 0 and scale 1.
+    feature never observed gets location 0 and scale 1. The std is taken of the deviations
+    divided by their largest magnitude, so squares neither underflow (a float32 column of size
+    1e-25 would otherwise look constant) nor overflow. A feature that varies by less than the
+    smallest normal number of the dtype cannot be standardized: ValueError.
     """
     if mask is None:
         mean = X.mean(dim=0)
-        std = torch.sqrt(((X - mean) ** 2).mean(dim=0))
+        centred = X - mean
+        count = X.shape[0]
     else:
         zero = torch.zeros((), dtype=X.dtype, device=X.device)
-        count = mask.sum(dim=0).to(X.dtype)
-        mean = torch.where(mask, X, zero).sum(dim=0) / count.clamp(min=1)
-        std = torch.sqrt(torch.where(mask, X - mean, zero).square().sum(dim=0) / count.clamp(min=1))
-    constant = std <= 100 * torch.finfo(X.dtype).eps * mean.abs() + torch.finfo(X.dtype).tiny
+        count = mask.sum(dim=0).to(X.dtype).clamp(min=1)
+        mean = torch.where(mask, X, zero).sum(dim=0) / count
+        centred = torch.where(mask, X - mean, zero)
+    largest = centred.abs().amax(dim=0)
+    unit = torch.where(largest > 0, largest, torch.ones_like(largest))
+    std = largest * torch.sqrt((centred / unit).square().sum(dim=0) / count)
+    info = torch.finfo(X.dtype)
+    constant = std <= 100 * info.eps * mean.abs()
+    subnormal = ~constant & (std < info.tiny)
+    if bool(subnormal.any()):
+        columns = torch.nonzero(subnormal).flatten().tolist()
+        raise ValueError(
+            f"X column(s) {columns[:10]} vary only by subnormal amounts (standard deviation "
+            f"below {info.tiny:.3g}, the smallest normal {str(X.dtype).replace('torch.', '')}): "
+            "they cannot be standardized. Rescale those columns (e.g. "
+            "sklearn.preprocessing.StandardScaler in a Pipeline) or drop them."
+        )
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
