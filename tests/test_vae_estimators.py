@@ -447,6 +447,26 @@ def test_diverging_first_epoch_raises_and_leaves_model_unfitted():
     assert not hasattr(model, "module_")
 
 
+def test_a_learning_rate_that_makes_training_worse_warns_and_keeps_the_best_weights():
+    # learning_rate_init=1e3 sends the loss from ~6 nats (first epoch) to ~1e30 and keeps it
+    # finite there: training ends "converged" at a useless model unless the rise is caught.
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    model = GaussianVAE(n_components=2, hidden_layer_sizes=(8,), learning_rate_init=1e3,
+                        max_iter=20, device="cpu", random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"diverged.*learning_rate_init=1000"):
+        model.fit(X)
+    assert max(model.loss_curve_) > 1e20  # the run did go astray
+    assert model.score(X) > -20.0  # the kept weights are those of the best epoch
+    assert -model.score(X) == pytest.approx(model.best_loss_, rel=0.5)
+
+
+def test_an_ordinary_fit_does_not_claim_divergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        GaussianVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=200, device="cpu",
+                    random_state=0).fit(np.random.RandomState(0).normal(size=(60, 4)))
+
+
 def _all_finite(model):
     return all(bool(torch.isfinite(p).all()) for p in model.module_.parameters())
 

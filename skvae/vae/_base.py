@@ -337,6 +337,16 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 f"were restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
                 ConvergenceWarning,
             )
+        elif result.status == "worsened":
+            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            warnings.warn(
+                f"{type(self).__name__}: training diverged: the loss rose from "
+                f"{result.best_loss:.4g} (epoch {result.best_epoch}) to {result.last_loss:.4g} "
+                f"nats per row; the weights that epoch started from were restored. Lower "
+                f"learning_rate_init={self.learning_rate_init} (e.g. to "
+                f"{self.learning_rate_init / 10:g}).",
+                ConvergenceWarning,
+            )
         elif result.status == "interrupted":
             warnings.warn(
                 f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt) "
