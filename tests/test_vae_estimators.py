@@ -447,6 +447,26 @@ def test_diverging_first_epoch_raises_and_leaves_model_unfitted():
     assert not hasattr(model, "module_")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transform_without_std_computes_no_std_and_the_same_means(dtype, monkeypatch):
+    X = _gaussian_data().astype(dtype)
+    X[3, 1] = np.nan  # a row with a gap goes through the masked encoder
+    model = GaussianVAE(n_components=2, **SMALL).fit(_gaussian_data())
+    mean, std = model.transform(X, return_std=True)
+    with torch.inference_mode():
+        reference = model.module_.encode(torch.as_tensor(X[:3], dtype=torch.float32))[0]
+    np.testing.assert_array_equal(mean[:3], reference.numpy().astype(dtype))
+    assert np.all(std > 0)
+
+    def refuse(*args):
+        raise AssertionError("transform(return_std=False) computed the posterior std")
+
+    monkeypatch.setattr(type(model), "_posterior_std", staticmethod(refuse))
+    alone = model.transform(X)
+    assert alone.dtype == dtype
+    np.testing.assert_array_equal(alone, mean)  # bit for bit
+
+
 def test_a_learning_rate_that_makes_training_worse_warns_and_keeps_the_best_weights():
     # learning_rate_init=1e3 sends the loss from ~6 nats (first epoch) to ~1e30 and keeps it
     # finite there: training ends "converged" at a useless model unless the rise is caught.

@@ -424,16 +424,23 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _rows_per_chunk(self):
         return max(1, _INFERENCE_BUDGET // self.module_.widest())
 
-    def _encode(self, X, has_nan=None):
+    def _encode(self, X, has_nan=None, with_logvar=True):
         """Mean and log-variance of q(z | x_obs) for every row of X; NaN entries are missing
-        (``has_nan``: whether X holds any, when known; None looks in every chunk)."""
+        (``has_nan``: whether X holds any, when known; None looks in every chunk). Without
+        ``with_logvar`` the log-variances are not gathered and None comes in their place."""
         rows = self._rows_per_chunk()
         parts = []
         for i in range(0, X.shape[0], rows):
             x = X[i : i + rows]
             mask = None if has_nan is False else _observed(x)
             parts.append(self.module_.encode(x) if mask is None else self.module_.encode(x, mask=mask))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        means = torch.cat([p[0] for p in parts])
+        return means, torch.cat([p[1] for p in parts]) if with_logvar else None
+
+    @staticmethod
+    def _posterior_std(logvar):
+        """Standard deviations of q(z | x) from its log-variances."""
+        return torch.exp(0.5 * logvar)
 
     def _decode_mean(self, Z):
         rows = self._rows_per_chunk()
@@ -471,11 +478,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         out = _output_dtype(X)
         X, has_nan = self._validated(X, return_has_nan=True)
         with torch.inference_mode():
-            mean, logvar = self._encode(X, has_nan)
-            std = torch.exp(0.5 * logvar)
-        if return_std:
-            return to_numpy(mean, out), to_numpy(std, out)
-        return to_numpy(mean, out)
+            mean, logvar = self._encode(X, has_nan, with_logvar=return_std)
+            if not return_std:
+                return to_numpy(mean, out)
+            std = self._posterior_std(logvar)
+        return to_numpy(mean, out), to_numpy(std, out)
 
     def inverse_transform(self, Z):
         """Decoded mean E[x | z] of latent codes.
