@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import BernoulliVAE, GaussianVAE
+from skvae.nn._likelihoods import GaussianLikelihood
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -438,13 +439,25 @@ def test_diverging_training_warns_and_keeps_finite_weights(monkeypatch):
     assert model.n_iter_ == 15
 
 
-def test_diverging_first_epoch_raises_and_leaves_model_unfitted():
+def test_diverging_first_epoch_raises_and_leaves_model_unfitted(monkeypatch):
     X = _gaussian_data()
-    X[0, 0] = 1e38  # finite, but squares overflow float32
     model = GaussianVAE(n_components=2, **SMALL)
+    original = GaussianLikelihood.log_prob  # NaN from the first step on
+    monkeypatch.setattr(GaussianLikelihood, "log_prob",
+                        lambda self, *args, **kwargs: original(self, *args, **kwargs) * np.nan)
     with pytest.raises(ValueError, match="diverged in its first epoch.*scale X"):
         model.fit(X)
     assert not hasattr(model, "module_")
+
+
+def test_a_value_whose_square_overflows_float32_is_standardized():
+    # 1e38 is finite in float32 but its square is not: the input scale is computed without
+    # squaring it, so the fit neither diverges nor returns a non-finite density.
+    X = _gaussian_data()
+    X[0, 0] = 1e38
+    model = GaussianVAE(n_components=2, **SMALL).fit(X)
+    assert float(model.module_.in_scale[0]) == pytest.approx(X[:, 0].std(), rel=1e-4)
+    assert np.all(np.isfinite(model.score_samples(X)))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
