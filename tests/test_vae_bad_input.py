@@ -183,3 +183,29 @@ def test_rows_beyond_the_float_range_score_minus_infinity_with_a_warning():
     assert np.all(np.isfinite(scores[:2])) and np.all(scores[2:] == -np.inf)
     with pytest.warns(UserWarning, match="-inf"):
         assert np.all(model.elbo_samples(far)[2:] == -np.inf)
+
+
+def test_tiny_varying_columns_are_standardized_not_taken_as_constant():
+    # A float32 column of size 1e-25 varies; its squares (1e-50) underflow, which must not
+    # make its standard deviation 0 and the column "constant" (scale 1, invisible to the net).
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(64, 3)).astype(np.float32)
+    X[:, 1] *= np.float32(1e-25)
+    model = GaussianVAE(**FAST).fit(X)
+    np.testing.assert_allclose(model.module_.in_scale.numpy(), X.astype(np.float64).std(axis=0),
+                               rtol=1e-5)
+    # A truly constant column still gets scale 1.
+    X[:, 2] = 3.0
+    assert model.fit(X).module_.in_scale.numpy()[2] == 1.0
+
+
+@pytest.mark.parametrize("cls", [GaussianVAE])
+def test_subnormal_varying_columns_are_an_error(cls):
+    # Values ~1e-40 are float32 subnormals: non-zero and varying, but their spread is below
+    # the smallest normal float32, so a standardized column cannot be formed; say so.
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(64, 3)).astype(np.float32)
+    X[:, 2] = (rng.uniform(1, 2, size=64) * 1e-40).astype(np.float32)
+    assert np.all(X[:, 2] != 0) and X[:, 2].astype(np.float64).std() > 0
+    with pytest.raises(ValueError, match=r"column\(s\) \[2\].*subnormal.*Rescale"):
+        cls(**FAST).fit(X)

@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvae import BernoulliVAE, GaussianVAE
+from skvae.nn._likelihoods import GaussianLikelihood
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -449,13 +450,65 @@ def test_diverging_training_warns_and_keeps_finite_weights(monkeypatch):
     assert model.n_iter_ == 15
 
 
-def test_diverging_first_epoch_raises_and_leaves_model_unfitted():
+def test_diverging_first_epoch_raises_and_leaves_model_unfitted(monkeypatch):
     X = _gaussian_data()
-    X[0, 0] = 1e38  # finite, but squares overflow float32
     model = GaussianVAE(n_components=2, **SMALL)
+    original = GaussianLikelihood.log_prob  # NaN from the first step on
+    monkeypatch.setattr(GaussianLikelihood, "log_prob",
+                        lambda self, *args, **kwargs: original(self, *args, **kwargs) * np.nan)
     with pytest.raises(ValueError, match="diverged in its first epoch.*scale X"):
         model.fit(X)
     assert not hasattr(model, "module_")
+
+
+def test_a_value_whose_square_overflows_float32_is_standardized():
+    # 1e38 is finite in float32 but its square is not: the input scale is computed without
+    # squaring it, so the fit neither diverges nor returns a non-finite density.
+    X = _gaussian_data()
+    X[0, 0] = 1e38
+    model = GaussianVAE(n_components=2, **SMALL).fit(X)
+    assert float(model.module_.in_scale[0]) == pytest.approx(X[:, 0].std(), rel=1e-4)
+    assert np.all(np.isfinite(model.score_samples(X)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_transform_without_std_computes_no_std_and_the_same_means(dtype, monkeypatch):
+    X = _gaussian_data().astype(dtype)
+    X[3, 1] = np.nan  # a row with a gap goes through the masked encoder
+    model = GaussianVAE(n_components=2, **SMALL).fit(_gaussian_data())
+    mean, std = model.transform(X, return_std=True)
+    with torch.inference_mode():
+        reference = model.module_.encode(torch.as_tensor(X[:3], dtype=torch.float32))[0]
+    np.testing.assert_array_equal(mean[:3], reference.numpy().astype(dtype))
+    assert np.all(std > 0)
+
+    def refuse(*args):
+        raise AssertionError("transform(return_std=False) computed the posterior std")
+
+    monkeypatch.setattr(type(model), "_posterior_std", staticmethod(refuse))
+    alone = model.transform(X)
+    assert alone.dtype == dtype
+    np.testing.assert_array_equal(alone, mean)  # bit for bit
+
+
+def test_a_learning_rate_that_makes_training_worse_warns_and_keeps_the_best_weights():
+    # learning_rate_init=1e3 sends the loss from ~6 nats (first epoch) to ~1e30 and keeps it
+    # finite there: training ends "converged" at a useless model unless the rise is caught.
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    model = GaussianVAE(n_components=2, hidden_layer_sizes=(8,), learning_rate_init=1e3,
+                        max_iter=20, device="cpu", random_state=0)
+    with pytest.warns(ConvergenceWarning, match=r"diverged.*learning_rate_init=1000"):
+        model.fit(X)
+    assert max(model.loss_curve_) > 1e20  # the run did go astray
+    assert model.score(X) > -20.0  # the kept weights are those of the best epoch
+    assert -model.score(X) == pytest.approx(model.best_loss_, rel=0.5)
+
+
+def test_an_ordinary_fit_does_not_claim_divergence():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        GaussianVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=200, device="cpu",
+                    random_state=0).fit(np.random.RandomState(0).normal(size=(60, 4)))
 
 
 def _all_finite(model):

@@ -1,13 +1,14 @@
 """Resynthesis with the VAEs: interpolate, attribute vectors, sample(latent="fitted")."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.mixture import GaussianMixture
 
 from skvae import BernoulliVAE, GaussianVAE
@@ -257,6 +258,28 @@ def test_fitted_latent_density_is_a_mixture_of_the_codes(gaussian):
     twin = clone(model).fit(gaussian[1])
     np.testing.assert_array_equal(twin.sample(50, random_state=3, latent="fitted"),
                                   model.sample(50, random_state=3, latent="fitted"))
+
+
+def test_the_latent_density_names_its_own_parameter_when_it_does_not_converge(gaussian,
+                                                                               monkeypatch):
+    # scikit-learn's own warning ("Best performing initialization did not converge ...")
+    # would leak out of sample() with nothing tying it to the call: it must come back as one
+    # naming latent_density_components.
+    from skvae.vae import _resynthesis
+
+    class Hurried(GaussianMixture):  # as if the codes needed more than the iterations given
+        def __init__(self, **params):
+            super().__init__(**{**params, "max_iter": 1})
+
+    monkeypatch.setattr(_resynthesis, "GaussianMixture", Hurried)
+    model = clone(gaussian[0]).fit(gaussian[1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.sample(5, random_state=0, latent="fitted")
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(messages) == 1, messages
+    assert "latent_density_components=10" in messages[0]
+    assert "sample(latent=\"fitted\")" in messages[0]
 
 
 def test_fitted_latent_density_is_refitted_when_the_model_changes(gaussian):

@@ -35,8 +35,10 @@ class FactorAnalysisEM(BaseLinearGaussian):
 
     tol : float, default=1e-5
         EM stops when a cycle (two EM steps and an extrapolation) raises the mean
-        log-likelihood per sample by less than tol, and a geometric extrapolation of the gain
-        still to come is below tol too. Gains do not change when X is rescaled.
+        log-likelihood per sample by less than tol and, beyond 1000 rows, the total by less
+        than 1000 tol (0.01 nats at the default, scikit-learn FactorAnalysis's tol on the
+        total), and a geometric extrapolation of the gain still to come is below that too.
+        Gains do not change when X is rescaled.
 
     rotation : {"varimax", "quartimax"}, default=None
         Orthogonal rotation applied to the fitted loadings for interpretability. It changes

@@ -21,9 +21,28 @@ STREAM_CHUNK = 1024  # rows per batch in one-pass kernels: temporaries stay in c
 SCATTER_BLOCK = 128  # columns per block of the scatter matrix (see _centred_scatter)
 # Largest |W_j|^2 / psi_j for which the Woodbury quadratic form loses no digits that matter.
 _CANCELLATION_RATIO = 1e6
+# EM's threshold on the gain of a cycle is tol times min(n, this): beyond it, the total
+# log-likelihood (what likelihood ratios compare) must stop moving, not just the mean. At the
+# default tol = 1e-5 that is 0.01 nats, scikit-learn FactorAnalysis's tol on the total; a per-
+# sample threshold alone stopped short of it on many rows, and an iteration costs the same
+# for any n.
+_TOTAL_ROWS = 1000
 
 
 # ---------------------------------------------------------------------- complete rows
+def _cancels(W, psi):
+    """Whether the Woodbury quadratic form would lose digits: some |W_j|^2 / psi_j is large.
+
+    r^T Psi^-1 r - |L^-1 W^T Psi^-1 r|^2 subtracts two numbers of the size of the largest
+    signal-to-noise ratio |W_j|^2 / psi_j times r^2: once that ratio is large (a noise variance
+    at its floor, a column the factors explain exactly) digits cancel, about 5e-4 nats per row
+    at psi = 1e-12 on standardized data. The same form written as
+    min_z |Psi^-1/2 (r - W z)|^2 + |z|^2, a sum of non-negative terms, keeps them at the cost
+    of one more product with W; it is used only where the cancellation would cost digits.
+    """
+    return bool(((W * W).sum(dim=1) / psi).max() > _CANCELLATION_RATIO)
+
+
 def _shared_factor(W, psi):
     """Psi^-1 W, the Cholesky factor of A = I + W^T Psi^-1 W, and log|C|."""
     scaled = W / psi[:, None]
@@ -40,13 +59,7 @@ def log_likelihood(X, mu, W, psi, chunk=STREAM_CHUNK):
     """
     scaled, chol, logdet_C = _shared_factor(W, psi)
     inv_psi = 1.0 / psi
-    # r^T Psi^-1 r - |L^-1 W^T Psi^-1 r|^2 (Woodbury) subtracts two numbers of the size of the
-    # largest signal-to-noise ratio |W_j|^2 / psi_j times r^2: once that ratio is large (a
-    # noise variance at its floor, a column the factors explain exactly) digits cancel, about
-    # 5e-4 nats per row at psi = 1e-12 on standardized data. The same form written as
-    # min_z |Psi^-1/2 (r - W z)|^2 + |z|^2, a sum of non-negative terms, keeps them at one
-    # more n x d x k product; it is used only where the cancellation would cost digits.
-    stable = bool(((W * W).sum(dim=1) * inv_psi).max() > _CANCELLATION_RATIO)
+    stable = _cancels(W, psi)  # then the quadratic form is a sum of squares (see _cancels)
 
     def quadratic(R):  # (x - mu)^T C^-1 (x - mu) per row; squares R in place
         c = torch.linalg.solve_triangular(chol, (R @ scaled).T, upper=False)
@@ -109,9 +122,15 @@ def masked_posterior(X, mask, mu, W, psi):
     A.diagonal(dim1=1, dim2=2).add_(1.0)
     chol = torch.linalg.cholesky(A)
 
+    stable = _cancels(W, psi)
+
     def mean_and_quadratic(R, precision_obs, chol):
         b = (R * precision_obs) @ W
         mean = torch.cholesky_solve(b[:, :, None], chol)[:, :, 0]
+        if stable:  # min_z |Psi_o^-1/2 (r_o - W_o z)|^2 + |z|^2, attained at the mean
+            residual = torch.addmm(R, mean, W.T, alpha=-1.0)
+            quadratic = (residual * residual * precision_obs).sum(dim=1)
+            return mean, quadratic + (mean * mean).sum(dim=1)
         return mean, (R * R * precision_obs).sum(dim=1) - (b * mean).sum(dim=1)
 
     mean, quad = mean_and_quadratic(R, precision_obs, chol)
@@ -175,18 +194,39 @@ def em_step_stats(S, n, params, *, isotropic, floor):
 
     Returns the total log-likelihood at ``params`` and the updated parameters. Cost O(d^2 k),
     whatever the number of rows (Rubin & Thayer 1982; for PPCA, Tipping & Bishop 1999).
+
+    When some |W_j|^2 / psi_j is large (a noise variance at its floor), tr(C^-1 S) by Woodbury
+    is a difference of two numbers ~1/psi_j times larger than it (see :func:`_cancels`), and so
+    is diag(S) - diag(W' B S) for the new noise. Both are then computed as sums of squares from
+    a factor S = F^T F (``S.root_rows()``, one eigendecomposition per fit), whose rows play the
+    part of data rows: with Z = F B^T their posterior means,
+    tr(C^-1 S) = sum |Psi^-1/2 (F - Z W^T)|^2 + |Z|^2 and
+    psi'_j = sum_m (F_mj - Z_m W'_j)^2 + W'_j G W'_j^T. The whole step then uses F^T F in place
+    of S, so each evaluation is exact for the same matrix and EM stays monotone to rounding.
     """
     W, psi = params.W, params.psi
     d, k = W.shape
     scaled, chol, logdet_C = _shared_factor(W, psi)
     G = torch.cholesky_inverse(chol)
     B = G @ scaled.T  # k x d
-    SBt = S @ B.T  # d x k
-    trace_CinvS = (S.diagonal() / psi).sum() - (SBt * scaled).sum()
+    stable = _cancels(W, psi)
+    if stable:
+        F = S.root_rows()  # (m, d), S = F^T F
+        Z = F @ B.T  # (m, k)
+        SBt = F.T @ Z  # d x k
+        residual = torch.addmm(F, Z, W.T, alpha=-1.0)
+        trace_CinvS = (residual.square().sum(dim=0) / psi).sum() + Z.square().sum()
+    else:
+        SBt = S @ B.T  # d x k
+        trace_CinvS = (S.diagonal() / psi).sum() - (SBt * scaled).sum()
     loglik = -0.5 * n * (d * LOG_2PI + logdet_C + trace_CinvS)
     Ezz = G + B @ SBt
     W_new = torch.linalg.solve(Ezz, SBt.T).T  # S B^T Ezz^-1 (Ezz symmetric)
-    psi_new = S.diagonal() - (W_new * SBt).sum(dim=1)
+    if stable:
+        residual = torch.addmm(F, Z, W_new.T, alpha=-1.0)
+        psi_new = residual.square().sum(dim=0) + ((W_new @ G) * W_new).sum(dim=1)
+    else:
+        psi_new = S.diagonal() - (W_new * SBt).sum(dim=1)
     psi_new = _finish_noise(psi_new, isotropic, floor)
     return loglik, Params(W_new, psi_new, params.mu)
 
@@ -243,12 +283,12 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
     counts as one iteration (a rejected jump is not recorded).
 
     Stopping is measured over a whole cycle (two EM steps and the jump): EM stops when the gain
-    of the last cycle per sample is below ``tol`` and so is a geometric extrapolation of all the
-    gain left, g^2 / (g_prev - g), which on a slowly converging fit is much larger than the last
-    gain. A decrease within rounding noise (of order eps |loglik|) means the optimum is reached;
-    a larger one stops EM with the status "decreased" for the caller to report. ``variances``
-    (d,), the feature variances, widen that noise where a noise variance is tiny: the terms
-    s_jj / psi_j summed into the log-likelihood then carry rounding errors of eps s_jj / psi_j.
+    of the last cycle is below ``tol`` per sample, counting at most ``_TOTAL_ROWS`` samples
+    (so on more rows the total gain must be below 1000 tol), and so is a geometric extrapolation of all the gain left, g^2 / (g_prev - g),
+    which on a slowly converging fit is much larger than the last gain. A decrease within
+    rounding noise (:func:`_rounding_noise`) means the optimum is reached; a larger one stops
+    EM with the status "decreased" for the caller to report. ``variances`` (d,), the feature
+    variances, size that noise where a noise variance is tiny.
 
     ``report``, if given, is called with each recorded log-likelihood (a float) as it is
     recorded, e.g. to print progress.
@@ -258,12 +298,11 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
     """
     eps = torch.finfo(params.W.dtype).eps
     d = params.W.shape[0]
-    threshold = tol * n
+    threshold = tol * min(n, _TOTAL_ROWS)
     scale = 1.0 if variances is None else math.sqrt(float(variances.mean())) or 1.0
 
     def noise(value, p):  # rounding noise of a log-likelihood summed over n rows and d features
-        spread = d if variances is None else float((variances / p.psi).sum()) + d
-        return 100.0 * eps * (abs(value) + n * spread)
+        return _rounding_noise(value, n, p, variances, eps)
 
     loglikes = _Recorded(report)
     ll, nxt = step(params)
@@ -294,6 +333,24 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
         ):
             return nxt, list(loglikes), "converged"
         previous_gain = gain
+
+
+def _rounding_noise(value, n, params, variances, eps):
+    """How far rounding can move an EM log-likelihood ``value`` (total over ``n`` rows).
+
+    Each of the d features contributes terms of relative error ~eps. In the Woodbury form the
+    terms s_jj / psi_j (``variances`` = s_jj) cancel down to the answer, so they carry errors
+    of eps s_jj / psi_j each. Where that would cost digits the steps switch to sums of squares
+    (:func:`_cancels`), whose error is a residual times its rounding, bounded by
+    eps sqrt(sum_j s_jj / psi_j) times sqrt(d) (Cauchy-Schwarz, about d being the size of the
+    form): at psi = 1e-12 on standardized data about 1e-9 per row, not 1e-3.
+    """
+    d = params.W.shape[0]
+    spread = float(d)
+    if variances is not None:
+        ratios = float((variances / params.psi).sum())
+        spread += math.sqrt(d * ratios) if _cancels(params.W, params.psi) else ratios
+    return 100.0 * eps * (abs(value) + n * spread)
 
 
 def _squarem_jump(step, theta0, theta1, theta2, following, loglikes, floor, scale):

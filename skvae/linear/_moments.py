@@ -10,7 +10,7 @@ have as many rows as columns.
 
 A covariance S = scale * Q is passed to the solvers as a :class:`DenseScatter` or
 :class:`LowRankScatter`; both offer ``shape``, ``dtype``, ``device``, ``diagonal()``,
-``S @ M``, ``eigh()`` and ``scaled_eigh(root)``.
+``S @ M``, ``eigh()``, ``scaled_eigh(root)`` and ``root_rows()`` (a factor F with S = F^T F).
 """
 
 import math
@@ -57,6 +57,17 @@ class DenseScatter:
         eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale / root[:, None] / root)
         return eigvals.flip(0), eigvecs.flip(1)
 
+    def root_rows(self):
+        """F (d, d) with S = F^T F, from the eigenpairs (negative rounding clamped to 0).
+
+        Computed once per object and kept: EM evaluates its likelihood with it at every step
+        where that must not cancel (see ``_gaussian.em_step_stats``).
+        """
+        if getattr(self, "_factor", None) is None:
+            eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale)
+            self._factor = (eigvecs * torch.sqrt(eigvals.clamp_min(0))).T
+        return self._factor
+
     def to(self, device):
         return type(self)(self.matrix.to(device), self.scale)
 
@@ -96,6 +107,10 @@ class LowRankScatter:
 
     def scaled_eigh(self, root):
         return self._thin(self.factor / root)
+
+    def root_rows(self):
+        """F (r, d) with S = F^T F: the stored rows scaled by sqrt(scale)."""
+        return self.factor * math.sqrt(self.scale)
 
     def _thin(self, F):
         _, singular, Vt = torch.linalg.svd(F, full_matrices=False)

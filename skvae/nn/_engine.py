@@ -17,6 +17,9 @@ import torch
 from ._bounds import mean_elbo
 from ._objectives import ELBO
 
+# A run whose last loss ends this many times (|best| + 1) above its best epoch went astray.
+_WORSENED_FACTOR = 100.0
+
 
 def kl_weight(epoch, beta, warmup):
     """Weight of the KL term in epoch ``epoch`` (counted from 0).
@@ -92,12 +95,15 @@ class TrainingHistory:
 
 @dataclass
 class TrainingResult:
-    """How a call of :func:`train_epochs` ended: "converged", "max_iter", "diverged" or
-    "interrupted"."""
+    """How a call of :func:`train_epochs` ended: "converged", "max_iter", "diverged",
+    "worsened" (finite, but ended far above its best loss) or "interrupted"."""
 
     status: str
     epochs_run: int
     diverged_at: int = None
+    best_epoch: int = None  # "worsened": the epoch whose starting weights came back, its loss
+    best_loss: float = None
+    last_loss: float = None
 
 
 def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
@@ -157,6 +163,10 @@ def train_epochs(
     replaces it). If no finite epoch exists to go back to, ``FloatingPointError`` is raised
     (the caller turns it into a clear error).
 
+    Without ``X_val``, a call whose last epoch ends far above its best training loss (see
+    :func:`_unless_worsened`) gets back the weights that best epoch started from and returns
+    "worsened".
+
     A ``KeyboardInterrupt`` during an epoch puts the weights and the optimizer state back as
     they were when that epoch began. If no epoch of this call had finished, it is raised
     again, so the call changes nothing; otherwise the best validation weights (if any) are
@@ -185,6 +195,11 @@ def train_epochs(
             dtype=X_val.dtype,
         )
     has_finite_epoch = len(history.loss_curve) > 0
+    # Without a validation set, the weights this call's best training epoch started from
+    # (its loss is measured along the epoch, from them on; the step after the last batch may
+    # already have thrown them far away): kept so a run that ends far above its best loss (a
+    # learning rate that is too high) can go back.
+    best_train = None
     for run in range(max_epochs):
         epoch = history.n_epochs
         weight = kl_weight(epoch, beta, kl_warmup)
@@ -228,6 +243,8 @@ def train_epochs(
                 f"Epoch {history.n_epochs}, loss = {loss:.6g}{shown}, "
                 f"{time.perf_counter() - started:.2f} s"
             )
+        if X_val is None and (best_train is None or loss < best_train[0]):
+            best_train = (loss, at_start[0], history.n_epochs)
         if n_iter_no_change is None or epoch < kl_warmup:
             continue  # trained below full beta (warm-up): the objective is still changing
         if score is not None:
@@ -242,7 +259,27 @@ def train_epochs(
         if history.no_improvement_count >= n_iter_no_change:
             if history.best_state is not None:
                 module.load_state_dict(history.best_state)
-            return TrainingResult("converged", run + 1)
+            return _unless_worsened(module, history, best_train,
+                                    TrainingResult("converged", run + 1))
     if history.best_state is not None:
         module.load_state_dict(history.best_state)
-    return TrainingResult("max_iter", max_epochs)
+    return _unless_worsened(module, history, best_train, TrainingResult("max_iter", max_epochs))
+
+
+def _unless_worsened(module, history, best_train, result):
+    """``result``, or "worsened" with the weights the best epoch started from restored if
+    training went astray.
+
+    Training went astray when the last epoch's loss is more than ``_WORSENED_FACTOR``
+    (|best| + 1) nats per row above the best epoch of the call (a learning rate so high that
+    the loss explodes and stays finite, ~1e30): the gap a KL warm-up opens is far smaller.
+    """
+    if best_train is None:
+        return result
+    best, state, epoch = best_train
+    last = history.loss_curve[-1]
+    if not last - best > _WORSENED_FACTOR * (abs(best) + 1.0):
+        return result
+    module.load_state_dict(state)
+    return TrainingResult("worsened", result.epochs_run, best_epoch=epoch, best_loss=best,
+                          last_loss=last)

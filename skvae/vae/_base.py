@@ -69,17 +69,34 @@ def _standardization(X, mask=None):
     """Per-feature mean and std of X; a (numerically) constant feature gets scale 1.
 
     With ``mask`` (True where observed), of the observed entries only (nanmean, nanstd); a
-    feature never observed gets location 0 and scale 1.
+    feature never observed gets location 0 and scale 1. The std is taken of the deviations
+    divided by their largest magnitude, so squares neither underflow (a float32 column of size
+    1e-25 would otherwise look constant) nor overflow. A feature that varies by less than the
+    smallest normal number of the dtype cannot be standardized: ValueError.
     """
     if mask is None:
         mean = X.mean(dim=0)
-        std = torch.sqrt(((X - mean) ** 2).mean(dim=0))
+        centred = X - mean
+        count = X.shape[0]
     else:
         zero = torch.zeros((), dtype=X.dtype, device=X.device)
-        count = mask.sum(dim=0).to(X.dtype)
-        mean = torch.where(mask, X, zero).sum(dim=0) / count.clamp(min=1)
-        std = torch.sqrt(torch.where(mask, X - mean, zero).square().sum(dim=0) / count.clamp(min=1))
-    constant = std <= 100 * torch.finfo(X.dtype).eps * mean.abs() + torch.finfo(X.dtype).tiny
+        count = mask.sum(dim=0).to(X.dtype).clamp(min=1)
+        mean = torch.where(mask, X, zero).sum(dim=0) / count
+        centred = torch.where(mask, X - mean, zero)
+    largest = centred.abs().amax(dim=0)
+    unit = torch.where(largest > 0, largest, torch.ones_like(largest))
+    std = largest * torch.sqrt((centred / unit).square().sum(dim=0) / count)
+    info = torch.finfo(X.dtype)
+    constant = std <= 100 * info.eps * mean.abs()
+    subnormal = ~constant & (std < info.tiny)
+    if bool(subnormal.any()):
+        columns = torch.nonzero(subnormal).flatten().tolist()
+        raise ValueError(
+            f"X column(s) {columns[:10]} vary only by subnormal amounts (standard deviation "
+            f"below {info.tiny:.3g}, the smallest normal {str(X.dtype).replace('torch.', '')}): "
+            "they cannot be standardized. Rescale those columns (e.g. "
+            "sklearn.preprocessing.StandardScaler in a Pipeline) or drop them."
+        )
     return mean, torch.where(constant, torch.ones_like(std), std)
 
 
@@ -442,6 +459,16 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 f"were restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
                 ConvergenceWarning,
             )
+        elif result.status == "worsened":
+            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            warnings.warn(
+                f"{type(self).__name__}: training diverged: the loss rose from "
+                f"{result.best_loss:.4g} (epoch {result.best_epoch}) to {result.last_loss:.4g} "
+                f"nats per row; the weights that epoch started from were restored. Lower "
+                f"learning_rate_init={self.learning_rate_init} (e.g. to "
+                f"{self.learning_rate_init / 10:g}).",
+                ConvergenceWarning,
+            )
         elif result.status == "interrupted":
             warnings.warn(
                 f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt) "
@@ -527,9 +554,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _rows_per_chunk(self):
         return max(1, _INFERENCE_BUDGET // self.module_.widest())
 
-    def _encode(self, X, has_nan=None, C=None):
+    def _encode(self, X, has_nan=None, C=None, with_logvar=True):
         """Mean and log-variance of q(z | x_obs, c) for every row of X; NaN entries are missing
-        (``has_nan``: whether X holds any, when known; None looks in every chunk)."""
+        (``has_nan``: whether X holds any, when known; None looks in every chunk). Without
+        ``with_logvar`` the log-variances are not gathered and None comes in their place."""
         rows = self._rows_per_chunk()
         parts = []
         for i in range(0, X.shape[0], rows):
@@ -538,7 +566,13 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             mask = None if has_nan is False else _observed(x)
             parts.append(self.module_.encode(x, c) if mask is None
                          else self.module_.encode(x, c, mask=mask))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        means = torch.cat([p[0] for p in parts])
+        return means, torch.cat([p[1] for p in parts]) if with_logvar else None
+
+    @staticmethod
+    def _posterior_std(logvar):
+        """Standard deviations of q(z | x) from its log-variances."""
+        return torch.exp(0.5 * logvar)
 
     def _decode_mean(self, Z, C=None):
         rows = self._rows_per_chunk()
@@ -587,11 +621,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         out = _output_dtype(X)
         rows = self._rows(X)
         with torch.inference_mode():
-            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
-            std = torch.exp(0.5 * logvar)
-        if return_std:
-            return to_numpy(mean, out), to_numpy(std, out)
-        return to_numpy(mean, out)
+            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c, with_logvar=return_std)
+            if not return_std:
+                return to_numpy(mean, out)
+            std = self._posterior_std(logvar)
+        return to_numpy(mean, out), to_numpy(std, out)
 
     def inverse_transform(self, Z, *, covariates=None):
         """Decoded mean E[x | z] (E[x | z, c] with covariates) of latent codes.

@@ -8,11 +8,13 @@ reservoir of training rows, and the covariate helpers ``_given_covariates`` and
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
@@ -37,7 +39,7 @@ class ResynthesisMixin:
                 raise
             raise ValueError(f"{name}: {error}") from error
         with torch.inference_mode():
-            return self._encode(rows.x, None, rows.c)[0], rows
+            return self._encode(rows.x, None, rows.c, with_logvar=False)[0], rows
 
     @staticmethod
     def _one_row(x, name):
@@ -246,14 +248,34 @@ class ResynthesisMixin:
         if cached is not None and cached["requested"] == requested:
             return cached
         with torch.inference_mode():
-            codes = self._encode(self._reservoir_rows, None, self._reservoir_covariates_or_none())
-            codes = to_numpy(codes[0], np.float64)
+            codes = self._encode(self._reservoir_rows, None, self._reservoir_covariates_or_none(),
+                                 with_logvar=False)[0]
+        codes = to_numpy(codes, np.float64)
         mixture = GaussianMixture(
             n_components=min(int(requested), codes.shape[0]),
             covariance_type="full",
             max_iter=200,
             random_state=derived_seed(self._seed, _LATENT_DENSITY, bits=32),
-        ).fit(codes)
+        )
+        # scikit-learn's own ConvergenceWarning would reach the user from a call that never
+        # mentioned a mixture: it comes back naming the parameter that sets it.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mixture.fit(codes)
+        for warning in caught:
+            if issubclass(warning.category, ConvergenceWarning):
+                warnings.warn(
+                    f"{type(self).__name__}: the latent density of sample(latent=\"fitted\") "
+                    f"(a GaussianMixture of latent_density_components={requested} components "
+                    f"on the codes of the training rows) did not converge in "
+                    f"{mixture.max_iter} iterations; it is used as it is. Lower "
+                    "latent_density_components if the draws look off.",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
         cached = {
             "requested": requested,
             "mixture": mixture,
