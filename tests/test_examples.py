@@ -13,7 +13,9 @@ pytest.importorskip("matplotlib")
 
 
 def test_examples_found():
-    assert {"quickstart.py", "resynthesis.py"} <= {path.name for path in EXAMPLES}
+    expected = {"quickstart.py", "resynthesis.py", "latent_space.py", "outlier_detection.py",
+                "grid_search.py", "mnist_generation.py", "imputation.py"}
+    assert expected <= {path.name for path in EXAMPLES}
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
