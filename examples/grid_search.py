@@ -98,12 +98,13 @@ def main():
                            aspect="auto")
     figure.colorbar(image, ax=axes[1], label="fraction of components active")
     axes[1].set_title("n_active_components_ of each refit")
+    box = dict(boxstyle="round,pad=0.2", fc="white", alpha=0.7, lw=0)  # readable on any colour
     for row in range(len(ks)):
         for col in range(len(betas)):
             text = f"{cv_scores[row, col]:.1f}" + ("\nbest" if (row, col) == best else "")
-            axes[0].text(col, row, text, ha="center", va="center", color="white", fontsize=9)
+            axes[0].text(col, row, text, ha="center", va="center", fontsize=9, bbox=box)
             axes[1].text(col, row, f"{active[row, col]} / {ks[row]}", ha="center",
-                         va="center", color="grey", fontsize=9)
+                         va="center", fontsize=9, bbox=box)
     for ax in axes:
         ax.set_xticks(range(len(betas)), [str(b) for b in betas])
         ax.set_yticks(range(len(ks)), [str(k) for k in ks])

@@ -15,8 +15,8 @@ squared error over the removed entries (lower is better) beside scikit-learn's
 - digits (1,797 images, 64 pixels), grey levels / 16.
 
 No row is left with every entry missing. The latent models use ``n_components`` 5 for breast
-cancer and 10 for digits; the VAE is trained on the importance-weighted bound (IWAE), whose
-mask-aware encoder sees which entries are missing.
+cancer and 10 for digits; the VAE is trained on the importance-weighted bound (IWAE, as in
+MIWAE) and, having seen NaN in ``fit``, its encoder also reads which entries are missing.
 
 Run: ``python examples/imputation.py [--out imputation.png] [--epochs 100]``
 """

@@ -173,17 +173,21 @@ def main():
     for i, name in enumerate(names):
         heights = aucs[name] + [np.mean(aucs[name])]
         ax.bar(positions + (i - (len(names) - 1) / 2) * width, heights, width, label=name)
-    for column, marker in (("PCA", "_"), ("IForest", "x")):
+    # The paper's figures sit on the bars of the same method: its PCA on PPCA's, its IForest
+    # on IsolationForest's.
+    for column, ours, marker in (("PCA", "PPCA", "_"), ("IForest", "IsolationForest", "x")):
         values = [float(paper[s][column]) if s in paper else np.nan for s in sets]
         values.append(paper_means[0 if column == "PCA" else 1])
         if not np.all(np.isnan(values)):
-            ax.scatter(positions, values, marker=marker, s=160, color="black", zorder=3,
-                       label=f"paper {column}")
+            shift = (names.index(ours) - (len(names) - 1) / 2) * width
+            ax.scatter(positions + shift, values, marker=marker, s=120, color="black",
+                       zorder=3, label=f"paper's {column}")
     ax.axhline(50, color="grey", lw=0.8, ls=":")
     ax.set_xticks(positions, labels, rotation=30, ha="right")
-    ax.set(ylabel="ROC-AUC x 100 (test part)", ylim=(0, 100),
+    ax.set_yticks(range(0, 101, 20))
+    ax.set(ylabel="ROC-AUC x 100 (test part)", ylim=(0, 114),
            title=f"Outlier detection, mean of {args.splits} split(s)")
-    ax.legend(ncol=3, fontsize=8, loc="lower left")
+    ax.legend(ncol=5, fontsize=8, loc="upper center")
     figure.savefig(args.out, dpi=110, bbox_inches="tight")
     print(f"figure written to {args.out}")
 
