@@ -117,13 +117,14 @@ def main():
     styles = {"SimpleImputer": ":", "KNNImputer": "--", "IterativeImputer": "-."}
     for ax, (data, (X, k)) in zip(axes, sets.items()):
         for name in names:
-            label = name if name in styles else f"{name}(n_components={k}).impute"
+            label = name if name in styles else f"{name}.impute"
             ax.plot(np.array(args.rates) * 100, errors[data][name], styles.get(name, "-"),
                     marker="o", label=label)
-        ax.set(title=f"{data}: {X.shape[0]} x {X.shape[1]}", xlabel="entries missing (%)",
-               ylabel="RMSE of the imputed entries")
+        ax.set(title=f"{data}: {X.shape[0]} x {X.shape[1]}, n_components={k}",
+               xlabel="entries missing (%)", ylabel="RMSE of the imputed entries")
         ax.set_xticks(np.array(args.rates) * 100)
-        ax.legend(fontsize=8)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6,
+                  fontsize=8, bbox_to_anchor=(0.5, -0.06))
     figure.savefig(args.out, dpi=110, bbox_inches="tight")
     print(f"figure written to {args.out}")
 

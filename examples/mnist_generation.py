@@ -44,8 +44,12 @@ from skvae import BernoulliVAE  # noqa: E402
 
 # SKVAE_EXAMPLES_FAST=1: a small version that runs in seconds (the tests and the docs use it).
 FAST = os.environ.get("SKVAE_EXAMPLES_FAST") == "1"
-MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / \
-    "binarized_mnist.npz"
+try:
+    EXAMPLES = Path(__file__).resolve().parent
+except NameError:  # sphinx-gallery runs the script without __file__, from its own folder
+    EXAMPLES = Path.cwd()
+# ../shared/data next to the repository; it may be absent (e.g. on CI): see the fallback.
+MNIST = EXAMPLES.parents[1] / "shared" / "data" / "images" / "binarized_mnist.npz"
 LATENTS = ("prior", "aggregated_posterior", "fitted")
 
 

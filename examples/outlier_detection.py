@@ -48,7 +48,12 @@ from skvae import PPCA, GaussianVAE, LatentOutlierDetector  # noqa: E402
 
 # SKVAE_EXAMPLES_FAST=1: a small version that runs in seconds (the tests and the docs use it).
 FAST = os.environ.get("SKVAE_EXAMPLES_FAST") == "1"
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "outliers"
+try:
+    EXAMPLES = Path(__file__).resolve().parent
+except NameError:  # sphinx-gallery runs the script without __file__, from its own folder
+    EXAMPLES = Path.cwd()
+# ../shared/data next to the repository; it may be absent (e.g. on CI): see the fallback.
+DATA = EXAMPLES.parents[1] / "shared" / "data" / "outliers"
 PAPER = DATA / "adbench_table_d4_aucroc_unsupervised.csv"
 # The two smallest sets in fast mode.
 FAST_SETS = ("breastw", "cardio")
