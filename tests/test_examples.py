@@ -8,12 +8,18 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+# The scripts that read ../shared/data; each must fall back to a bundled data set without it.
+USES_SHARED_DATA = [path for path in EXAMPLES if '"shared"' in path.read_text()]
 
 pytest.importorskip("matplotlib")
 
 
 def test_examples_found():
-    assert {"quickstart.py", "resynthesis.py"} <= {path.name for path in EXAMPLES}
+    expected = {"quickstart.py", "resynthesis.py", "latent_space.py", "outlier_detection.py",
+                "grid_search.py", "mnist_generation.py", "imputation.py"}
+    assert expected <= {path.name for path in EXAMPLES}
+    assert {"outlier_detection.py", "mnist_generation.py"} <= {
+        path.name for path in USES_SHARED_DATA}
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
@@ -26,3 +32,18 @@ def test_example_runs_in_fast_mode(script, tmp_path):
     assert "Traceback" not in done.stderr
     figures = list(tmp_path.glob("*.png"))
     assert figures and all(path.stat().st_size > 1000 for path in figures), figures
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", USES_SHARED_DATA, ids=lambda path: path.stem)
+def test_example_runs_without_shared_data(script, tmp_path):
+    # A copy of the script two folders below tmp_path has no ../shared/data next to its repo.
+    copy = tmp_path / "repo" / "examples" / script.name
+    copy.parent.mkdir(parents=True)
+    copy.write_text(script.read_text())
+    env = dict(os.environ, SKVAE_EXAMPLES_FAST="1", MPLBACKEND="Agg")
+    done = subprocess.run([sys.executable, str(copy)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "not found" in done.stdout, "the fallback says so"
+    assert list(tmp_path.glob("*.png"))
