@@ -212,6 +212,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             X = as_tensor(X, device=self._device, dtype=torch.float32 if X.dtype == np.float32
                           else torch.float64)
         if cast and not (lazy_cast and X.dtype == torch.float32):
+            if reset and X.dtype == torch.float64 and self._dtype == torch.float32:
+                self._check_float32_holds(X)
             X = X.to(self._dtype)
         if not check_finite:
             return X
@@ -257,6 +259,36 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
                       ensure_min_samples=ensure_min_samples)
         dtype = torch.float32 if X.dtype == torch.float32 else self._dtype
         return X.detach().to(device=self._device, dtype=dtype)
+
+    def _check_float32_holds(self, X):
+        """Raise when a float64 column varies but its float32 cast does not (in ``fit``).
+
+        Values below float32's smallest normal (about 1.2e-38) become subnormal or 0 in a
+        float32 model: a column made only of them would silently become a constant.
+        """
+        rows = max(1, 2**20 // max(1, X.shape[1]))
+        bounds = None  # per column: min and max in float64, then in float32
+        for i in range(0, X.shape[0], rows):  # chunks: no float32 copy of all of X at once
+            chunk = X[i : i + rows]
+            low32 = chunk.float()
+            found = (chunk.amin(dim=0), chunk.amax(dim=0), low32.amin(dim=0), low32.amax(dim=0))
+            bounds = found if bounds is None else tuple(
+                torch.minimum(a, b) if j % 2 == 0 else torch.maximum(a, b)
+                for j, (a, b) in enumerate(zip(bounds, found)))
+        if bounds is None:
+            return
+        tiny = torch.finfo(torch.float32).tiny
+        width64, width32 = bounds[1] - bounds[0], (bounds[3] - bounds[2]).double()
+        lost = (width64 > 0) & (width32 < tiny)  # NaN widths (gaps) compare False
+        if bool(lost.any()):
+            columns = torch.nonzero(lost).flatten().tolist()
+            raise ValueError(
+                f"X column(s) {columns[:10]} vary in float64 but not in float32 (their values "
+                f"are below {tiny:.3g}, the smallest normal float32), so this "
+                f"{type(self).__name__} computing in float32 would see them as constant. "
+                "Rescale those columns (e.g. sklearn.preprocessing.StandardScaler in a "
+                "Pipeline), drop them, or fit with dtype='float64'."
+            )
 
     def _check_finite(self, X):
         """Raise on infinity, and on NaN unless the model accepts it; return whether NaN is in X."""

@@ -209,3 +209,20 @@ def test_subnormal_varying_columns_are_an_error(cls):
     assert np.all(X[:, 2] != 0) and X[:, 2].astype(np.float64).std() > 0
     with pytest.raises(ValueError, match=r"column\(s\) \[2\].*subnormal.*Rescale"):
         cls(**FAST).fit(X)
+
+
+@pytest.mark.parametrize("scale", [1e-50, 1e-44])
+def test_a_float64_column_that_float32_cannot_hold_is_an_error(scale):
+    # Varying float64 values of 1e-50 all become 0 in the networks' float32 (1e-44: the same
+    # subnormal); the column would silently be a constant. Say so and name the fix.
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(64, 3))
+    X[:, 1] = rng.uniform(1, 2, size=64) * scale
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\].*float32.*dtype='float64'"):
+        GaussianVAE(**FAST).fit(X)
+    model = GaussianVAE(**{**FAST, "dtype": "float64"}).fit(X)  # float64 holds them
+    np.testing.assert_allclose(model.module_.in_scale.numpy()[1], X[:, 1].std(), rtol=1e-6)
+    # A column of zeros and one constant in float64 are constant in float32 too: no error.
+    X[:, 1] = 0.0
+    X[:, 2] = 7.0
+    GaussianVAE(**FAST).fit(X)

@@ -259,13 +259,11 @@ def test_imputation_learns_the_structure_of_real_data_fast():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 8 part 3 goal not met yet: at the settings measured (breast cancer 20% MCAR) the "
-    "VAE's RMSE 0.543 ties PPCA's and trails IterativeImputer's 0.420; remove this marker "
-    "when a configuration that wins is found"))
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 def test_imputation_beats_ppca_and_iterative_imputer_on_digits(rate):
-    # The README's table (benchmarks/missing.py): load_digits / 16, MCAR gaps.
+    # The README's table: load_digits / 16 (all 1797 rows), MCAR gaps, seed 0. Measured RMSE
+    # (VAE / PPCA(10) / IterativeImputer): 20%: 0.148 / 0.184 / 0.167; 30%: 0.155 / 0.189 /
+    # 0.172; 50%: 0.176 / 0.205 / 0.197 (about 45 s each on one core).
     from sklearn.datasets import load_digits
 
     X = load_digits().data / 16.0
