@@ -223,8 +223,8 @@ _SCRIPT = textwrap.dedent("""
     else:
         import dask.array as da
         state = da.random.RandomState(0)
-        X = (state.standard_normal((n, 3), chunks=(20_000, 3)) @ da.from_array(W)
-             + state.standard_normal((n, d), chunks=(20_000, d))).astype(np.float32)
+        X = (state.standard_normal((n, 3), chunks=(10_000, 3)) @ da.from_array(W)
+             + state.standard_normal((n, d), chunks=(10_000, d))).astype(np.float32)
     settings = dict(n_components=3, hidden_layer_sizes=(16,), max_iter=1, batch_size=1024,
                     device="cpu", random_state=0)
     GaussianVAE(**settings).fit(np.asarray(X[:2000]))  # warm up code paths

@@ -304,7 +304,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Training data. A CUDA tensor is used where it lies, without a copy to the host.
             NaN marks a missing entry: the model is then fitted to the observed entries
-            (see Notes of the class).
+            (see Notes of the class). A dask array, or a ``numpy.memmap`` larger than
+            32 MiB, is read block by block and never held whole (data beyond memory): see
+            Notes.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -312,6 +314,20 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         -------
         self : object
             The fitted estimator.
+
+        Notes
+        -----
+        Block by block (a dask array: its row blocks; a memmap: row slices of about
+        32 MiB), a first pass computes the input standardization exactly (the mean and
+        std of all rows, NaN-aware), checks the values and keeps a uniform random sample of
+        at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias
+        and serves as the reservoir of ``sample(latent="aggregated_posterior")`` and for
+        ``kl_per_component_`` and ``latent_activity_``. Each epoch then visits the blocks in
+        a seeded random order and shuffles the rows within each block; ``loss_curve_`` is
+        the mean over all rows. Memory: one block, its standardized copy and the sample.
+        ``early_stopping=True`` and ``covariates`` are refused there (they need rows in
+        memory): stop on the training loss (``tol``, ``n_iter_no_change``) instead, or fit
+        an in-memory array.
         """
         return self._fit(X, incremental=False)
 
@@ -471,7 +487,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             has_nan = has_nan or block_nan
             all_missing = all_missing and block_nan and bool(torch.isnan(x).all())
             if fresh:
-                moments.add(likelihood.encoder_input(x))
+                moments.add(likelihood.encoder_input(x), block_nan)
             sampler.add(x, generator)
             n_rows += x.shape[0]
             del block, x  # one block in memory at a time

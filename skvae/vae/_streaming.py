@@ -79,21 +79,22 @@ class Moments:
     def __init__(self):
         self.count = self.mean = self.m2 = None
 
-    def add(self, u):
-        missing = torch.isnan(u)
-        if bool(missing.any()):
-            observed = ~missing
-            count = observed.sum(dim=0).to(torch.float64)
-            zero = torch.zeros((), dtype=u.dtype, device=u.device)
-            mean = torch.where(observed, u, zero).sum(dim=0, dtype=torch.float64) / count.clamp(
-                min=1)
-            m2 = torch.where(observed, u - mean.to(u.dtype), zero).square().sum(
-                dim=0, dtype=torch.float64)
+    def add(self, u, has_nan=True):
+        """Merge the rows ``u`` (``has_nan=False``: known to hold no NaN)."""
+        missing = torch.isnan(u) if has_nan else None
+        if missing is not None and bool(missing.any()):
+            count = (~missing).sum(dim=0).to(torch.float64)
+            deviations = u.nan_to_num(nan=0.0)  # one block-sized temporary, worked in place
+            mean = deviations.sum(dim=0, dtype=torch.float64) / count.clamp(min=1)
+            deviations.sub_(mean.to(u.dtype)).masked_fill_(missing, 0.0).square_()
+            m2 = deviations.sum(dim=0, dtype=torch.float64)
+            del deviations
         else:
             count = torch.full((u.shape[1],), float(u.shape[0]), dtype=torch.float64,
                                device=u.device)
-            mean = u.sum(dim=0, dtype=torch.float64) / max(1, u.shape[0])
-            m2 = (u - mean.to(u.dtype)).square().sum(dim=0, dtype=torch.float64)
+            # Welford's reduction: no block-sized temporary.
+            var, mean = torch.var_mean(u, dim=0, correction=0)
+            mean, m2 = mean.to(torch.float64), var.to(torch.float64) * u.shape[0]
         if self.count is None:
             self.count, self.mean, self.m2 = count, mean, m2
             return
@@ -136,7 +137,10 @@ class BottomK:
         free = torch.nonzero(~chosen[:size]).squeeze(1)
         incoming = torch.nonzero(chosen[size:]).squeeze(1)
         self.keys[free] = keys[incoming]
-        self.rows[free] = x.index_select(0, index[incoming]).to(self.rows.dtype)
+        rows = index[incoming]
+        for start in range(0, rows.shape[0], 4096):  # copies of 4096 rows, not of the block
+            self.rows[free[start : start + 4096]] = x.index_select(
+                0, rows[start : start + 4096]).to(self.rows.dtype)
 
     def sample(self):
         """(keys, rows) of the rows kept (all rows when the stream had at most ``size``)."""
