@@ -5,6 +5,8 @@ The data live on the device as one tensor, standardized and made row-major once 
 (``VAEModule.prepare``); an epoch is one pass over a permutation drawn from the caller's
 generator, each minibatch an ``index_select`` of contiguous rows. The only host<->device sync
 per epoch is reading the epoch's loss, which is also when a non-finite loss is detected.
+Rows beyond memory come as a :class:`BlockSource` instead: each block is prepared the same
+way when its turn comes, and read back once per block.
 """
 
 import copy
