@@ -257,3 +257,18 @@ def test_a_streamed_fit_holds_blocks_and_a_sample_not_the_data(kind, tmp_path):
     assert report["x_bytes"] > 2 * 96 * MiB
     assert report["rise"] < 96 * MiB, report  # measured: see the report
     assert np.isfinite(report["loss"])
+
+
+def test_per_epoch_behaviour_of_a_streamed_fit(data, capsys):
+    X = data[0]
+    lazy = da.from_array(X, chunks=(1000, 12))
+    # Stopping on the training loss: with a huge tol only the first epoch improves (on an
+    # infinite best loss), so training ends n_iter_no_change epochs later, as in memory.
+    settings = {**SETTINGS, "max_iter": 50, "tol": 1e9, "n_iter_no_change": 2, "verbose": 1}
+    model = GaussianVAE(**settings).fit(lazy)
+    assert model.n_iter_ == 3 == GaussianVAE(**settings).fit(X).n_iter_
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["Epoch 1", "Epoch 2", "Epoch 3"] * 2
+    # A divergence in the first epoch leaves no finite weights: the clear error of memory.
+    with pytest.raises(ValueError, match="diverged in its first epoch"):
+        GaussianVAE(**{**SETTINGS, "learning_rate_init": 1e30}).fit(lazy)
