@@ -109,7 +109,8 @@ class VAEModule(nn.Module):
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.zero_()
             if x is not None:
-                _, targets = self.prepare(x)  # once, one copy at most (x may be large)
+                # Once, and standardized in place: one copy of x at most (x may be large).
+                targets = self.prepare(x)[0] if self.likelihood.standardizes_targets else x
                 self.likelihood.on_training_data(targets)
                 bias = self.likelihood.initial_output_bias(targets)
                 if bias is not None:
