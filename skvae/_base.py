@@ -114,8 +114,8 @@ def blockwise(method):
     """Let a per-row method take a dask array: it runs block by block, results concatenated.
 
     The method is called on each row block (a numpy array) as it would be on an array; its
-    results (an array, or a tuple of arrays as ``transform(X, return_std=True)`` returns) are
-    joined along the rows. Other input goes straight to the method.
+    results (an array, a tuple of arrays as ``transform(X, return_std=True)`` returns, or a
+    dict of arrays) are joined along the rows. Other input goes straight to the method.
     """
 
     @functools.wraps(method)
@@ -127,6 +127,8 @@ def blockwise(method):
             return method(self, np.empty((0, X.shape[1])), *args, **kwargs)
         if isinstance(parts[0], tuple):
             return tuple(np.concatenate(column) for column in zip(*parts))
+        if isinstance(parts[0], dict):  # e.g. score_breakdown: arrays by name
+            return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
         return np.concatenate(parts)
 
     return wrapper

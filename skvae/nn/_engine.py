@@ -5,6 +5,8 @@ The data live on the device as one tensor, standardized and made row-major once 
 (``VAEModule.prepare``); an epoch is one pass over a permutation drawn from the caller's
 generator, each minibatch an ``index_select`` of contiguous rows. The only host<->device sync
 per epoch is reading the epoch's loss, which is also when a non-finite loss is detected.
+Rows beyond memory come as a :class:`BlockSource` instead: each block is prepared the same
+way when its turn comes, and read back once per block.
 """
 
 import copy
@@ -106,7 +108,41 @@ class TrainingResult:
     last_loss: float = None
 
 
+class BlockSource:
+    """Training rows read block by block, for data that do not fit in memory.
+
+    ``n_rows`` is the number of rows of all blocks together; ``n_blocks`` how many blocks
+    there are; ``prepared(i, module)`` reads block ``i`` and returns it as :func:`_epoch`
+    takes it: ``(inputs, targets, covariates, masks)`` (see ``VAEModule.prepare``). Only the
+    block being trained on is in memory. Subclasses define ``prepared``.
+    """
+
+    n_rows = 0
+    n_blocks = 0
+
+    def prepared(self, index, module):
+        raise NotImplementedError
+
+
 def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
+    return float(_pass(module, optimizer, data, generator, batch_size, weight, objective)) / (
+        data[0].shape[0])
+
+
+def _streamed_epoch(module, optimizer, source, generator, batch_size, weight, objective):
+    """One epoch over the blocks of ``source``: blocks in a random order, rows shuffled within
+    each block; the loss is the row-weighted mean over the blocks (the mean over all rows)."""
+    total = 0.0
+    for index in torch.randperm(source.n_blocks, generator=generator).tolist():
+        data = source.prepared(index, module)
+        total += float(_pass(module, optimizer, data, generator, batch_size, weight, objective))
+        del data  # one block in memory at a time
+    return total / source.n_rows
+
+
+def _pass(module, optimizer, data, generator, batch_size, weight, objective):
+    """One shuffled pass of minibatch steps over the prepared rows ``data``: the sum over the
+    rows of the loss (a tensor, not synchronized)."""
     inputs, targets, covariates, masks = data
     n = inputs.shape[0]
     order = torch.randperm(n, generator=generator, device=inputs.device)
@@ -125,7 +161,7 @@ def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
         loss.backward()
         optimizer.step()
         total.add_(loss.detach(), alpha=u.shape[0])
-    return float(total) / n
+    return total
 
 
 def train_epochs(
@@ -151,6 +187,11 @@ def train_epochs(
     mask_val=None,
 ):
     """Train ``module`` on ``X`` for up to ``max_epochs`` epochs, updating ``history``.
+
+    ``X`` is a tensor of rows, or a :class:`BlockSource` for rows read block by block (then
+    each epoch visits the blocks in an order drawn from ``generator`` and shuffles the rows
+    within each; ``X_val``, ``C`` and ``mask`` must be None, the source gives covariates and
+    masks with each block).
 
     Stopping: once the KL weight has reached ``beta`` (from epoch ``kl_warmup`` on), an epoch
     that does not improve the best validation ELBO by more than ``tol`` (or, without ``X_val``,
@@ -180,10 +221,17 @@ def train_epochs(
     the objective and the validation ELBO are then bounds of log p(x_obs), and the unobserved
     entries of X (NaN allowed) are never read.
     """
-    batch_size = max(1, min(int(batch_size), X.shape[0]))
+    streamed = isinstance(X, BlockSource)
+    batch_size = max(1, min(int(batch_size), X.n_rows if streamed else X.shape[0]))
     objective = ELBO() if objective is None else objective
-    # Standardized and row-major once, not once per minibatch.
-    data = (*module.prepare(X, mask), C, mask)
+    if streamed:
+        if X_val is not None or C is not None or mask is not None:
+            raise ValueError("a BlockSource carries its own covariates and masks; "
+                             "validation rows are not supported with one")
+        data = X
+    else:
+        # Standardized and row-major once, not once per minibatch.
+        data = (*module.prepare(X, mask), C, mask)
     val_eps = None
     if X_val is not None:
         if history.validation_scores is None:
@@ -208,7 +256,8 @@ def train_epochs(
         try:
             at_start = snapshot(module), copy.deepcopy(optimizer.state_dict())
             module.train()
-            loss = _epoch(module, optimizer, data, generator, batch_size, weight, objective)
+            epoch_of = _streamed_epoch if streamed else _epoch
+            loss = epoch_of(module, optimizer, data, generator, batch_size, weight, objective)
             score = None
             finite = math.isfinite(loss) and _finite_parameters(module)
             if X_val is not None and finite:

@@ -109,8 +109,10 @@ class VAEModule(nn.Module):
                     layer.weight.uniform_(-bound, bound, generator=generator)
                     layer.bias.zero_()
             if x is not None:
-                self.likelihood.on_training_data(self.targets(x))
-                bias = self.likelihood.initial_output_bias(self.targets(x))
+                # Once, and standardized in place: one copy of x at most (x may be large).
+                targets = self.prepare(x)[0] if self.likelihood.standardizes_targets else x
+                self.likelihood.on_training_data(targets)
+                bias = self.likelihood.initial_output_bias(targets)
                 if bias is not None:
                     self.decoder[-1].bias.copy_(bias)
 

@@ -28,8 +28,15 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import derived_seed, seed_from, to_numpy
-from .._base import BaseLatentModel, _caller_values, _output_dtype, fit_all_or_nothing
+from .._backend import as_tensor, derived_seed, seed_from, to_numpy
+from .._base import (
+    BaseLatentModel,
+    _caller_values,
+    _is_dask_array,
+    _output_dtype,
+    blockwise,
+    fit_all_or_nothing,
+)
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import (
     ACTIVATIONS,
@@ -51,6 +58,7 @@ from ._covariates import (
     resolve_columns,
 )
 from ._resynthesis import ResynthesisMixin
+from ._streaming import BottomK, Moments, RowBlocks, StreamedRows, is_streamed
 
 # Training rows kept for sample(latent="aggregated_posterior"): at most this many rows and
 # this many values (rows x features), a uniform random sample of every row trained on.
@@ -86,14 +94,20 @@ def _standardization(X, mask=None):
     largest = centred.abs().amax(dim=0)
     unit = torch.where(largest > 0, largest, torch.ones_like(largest))
     std = largest * torch.sqrt((centred / unit).square().sum(dim=0) / count)
-    info = torch.finfo(X.dtype)
+    return _with_unit_scale_where_constant(mean, std)
+
+
+def _with_unit_scale_where_constant(mean, std):
+    """(mean, std) with scale 1 for the (numerically) constant features; an error for the
+    features that vary only by subnormal amounts (they cannot be standardized)."""
+    info = torch.finfo(std.dtype)
     constant = std <= 100 * info.eps * mean.abs()
     subnormal = ~constant & (std < info.tiny)
     if bool(subnormal.any()):
         columns = torch.nonzero(subnormal).flatten().tolist()
         raise ValueError(
             f"X column(s) {columns[:10]} vary only by subnormal amounts (standard deviation "
-            f"below {info.tiny:.3g}, the smallest normal {str(X.dtype).replace('torch.', '')}): "
+            f"below {info.tiny:.3g}, the smallest normal {str(std.dtype).replace('torch.', '')}): "
             "they cannot be standardized. Rescale those columns (e.g. "
             "sklearn.preprocessing.StandardScaler in a Pipeline) or drop them."
         )
@@ -310,7 +324,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X : array-like or torch.Tensor of shape (n_samples, n_features)
             Training data. A CUDA tensor is used where it lies, without a copy to the host.
             NaN marks a missing entry: the model is then fitted to the observed entries
-            (see Notes of the class).
+            (see Notes of the class). A dask array, or a ``numpy.memmap`` larger than
+            32 MiB, is read block by block and never held whole (data beyond memory): see
+            Notes.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -318,6 +334,20 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         -------
         self : object
             The fitted estimator.
+
+        Notes
+        -----
+        Block by block (a dask array: its row blocks; a memmap: row slices of about
+        32 MiB), a first pass computes the input standardization exactly (the mean and
+        std of all rows, NaN-aware), checks the values and keeps a uniform random sample of
+        at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias
+        and serves as the reservoir of ``sample(latent="aggregated_posterior")`` and for
+        ``kl_per_component_`` and ``latent_activity_``. Each epoch then visits the blocks in
+        a seeded random order and shuffles the rows within each block; ``loss_curve_`` is
+        the mean over all rows. Memory: one block, its standardized copy and the sample.
+        ``early_stopping=True`` and ``covariates`` are refused there (they need rows in
+        memory): stop on the training loss (``tol``, ``n_iter_no_change``) instead, or fit
+        an in-memory array.
         """
         return self._fit(X, incremental=False)
 
@@ -345,6 +375,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         return self._fit(X, incremental=True)
 
     def _fit(self, X, *, incremental):
+        if is_streamed(X):
+            return self._fit_streamed(X, incremental=incremental)
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
         X_given = X
@@ -397,50 +429,172 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             history = TrainingHistory()
         else:
-            seed = self._seed
-            generator = torch.Generator(device=self._device).manual_seed(
-                derived_seed(seed, _CONTINUED_TRAINING, self._history.n_epochs)
-            )
-            module, optimizer = self.module_, self._optimizer
-            # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
-            history = replace(
-                self._history,
-                loss_curve=list(self._history.loss_curve),
-                validation_scores=None if self._history.validation_scores is None
-                else list(self._history.validation_scores),
-                no_improvement_count=0,
-                best_loss=np.inf,
-                best_validation_score=-np.inf,
-                best_state=None,
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = self.learning_rate_init
+            seed, generator, module, optimizer, history = self._continuation()
             X_train, X_val, C_train, C_val = X, None, C, None
             if self.early_stopping and not incremental:
                 X_train, X_val, C_train, C_val = self._split_validation(X, generator, C)
             mask_train = _observed(X_train, has_nan)
         mask_val = None if X_val is None else _observed(X_val, has_nan)
 
+        result = self._train(module, optimizer, X_train, generator, history, incremental,
+                             X_val=X_val, C=C_train, C_val=C_val, mask=mask_train,
+                             mask_val=mask_val)
+        optimizer = self._report(result, module, optimizer, history, incremental)
+        self._set_fitted(module, optimizer, history, spec, columns, encoder, seed if fresh
+                         else None)
+        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train)
+        self._set_latent_diagnostics(X_train, has_nan, C_train)
+        self._forget_latent_density()
+        self._after_fit()
+        return self
+
+    def _fit_streamed(self, X, *, incremental):
+        """``_fit`` for a dask array or a large memmap, read block by block (see
+        ``_streaming``): a first pass for the standardization, the checks and a uniform sample
+        of the rows; then epochs over the blocks. The sample stands for the training rows
+        wherever the in-memory fit reads them all: the decoder's initial bias, the reservoir
+        of the aggregated posterior and the latent diagnostics."""
+        kind = "dask array" if _is_dask_array(X) else "numpy.memmap"
+        if self.covariates is not None:
+            raise ValueError(
+                f"covariates={self.covariates!r} is not supported when X is a {kind} fitted "
+                "block by block. Fit in memory (np.asarray(X), or X.compute() for dask), or "
+                "append the encoded covariates to X yourself and fit without covariates=."
+            )
+        if self.early_stopping and not incremental:
+            raise ValueError(
+                f"early_stopping=True needs validation rows held in memory, but X is a {kind} "
+                "fitted block by block. Set early_stopping=False (training then stops when the "
+                "training loss has not improved by tol for n_iter_no_change epochs), or fit "
+                "an in-memory array."
+            )
+        blocks = RowBlocks(X)
+        fitted = hasattr(self, "module_")
+        fresh = not fitted or not (incremental or self.warm_start)
+        if not fresh:
+            spec = self._module_spec_for(blocks.n_features)
+            if self._module_spec.get("mask_inputs"):
+                spec["mask_inputs"] = True
+            if spec != self._module_spec:
+                if incremental:
+                    raise ValueError(
+                        f"partial_fit cannot continue: the architecture parameters of this "
+                        f"{type(self).__name__} changed since it was fitted "
+                        f"({self._module_spec} -> {spec}). Call fit to start a new model, or "
+                        "restore the parameters."
+                    )
+                fresh = True
+        if fresh:
+            seed = seed_from(self.random_state)
+            self._check_input(np.empty((0, blocks.n_features)), reset=True,
+                              ensure_min_samples=0)  # device, dtype, n_features_in_
+            generator = torch.Generator(device=self._device).manual_seed(seed)
+        else:
+            seed, generator, module, optimizer, history = self._continuation()
+
+        likelihood = self._make_likelihood(blocks.n_features, self._likelihood_spec())
+        moments = Moments()
+        size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // blocks.n_features,
+                          blocks.n_rows))
+        sampler = BottomK(size, blocks.n_features, self._dtype, self._device)
+        has_nan, n_rows, all_missing = False, 0, True
+        for index in range(blocks.n_blocks):
+            block = blocks.read(index)
+            if block.shape[0] == 0:
+                continue
+            x, block_nan = self._check_input(block, reset=False, return_has_nan=True)
+            self._check_values(x)
+            has_nan = has_nan or block_nan
+            all_missing = all_missing and block_nan and bool(torch.isnan(x).all())
+            if fresh:
+                moments.add(likelihood.encoder_input(x), block_nan)
+            sampler.add(x, generator)
+            n_rows += x.shape[0]
+            del block, x  # one block in memory at a time
+        if n_rows == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
+                             "minimum of 1 is required.")
+        if all_missing:
+            raise ValueError(
+                f"X has no observed entry: all its {n_rows * blocks.n_features} values are "
+                "NaN, so there is nothing to fit. Pass rows with observed values."
+            )
+        keys, sample = sampler.sample()
+        sample_mask = _observed(sample, has_nan)
+        if fresh:
+            spec = self._module_spec_for(blocks.n_features)
+            if has_nan:
+                spec["mask_inputs"] = True
+            module = self._build_module(spec)
+            module.set_standardization(
+                *_with_unit_scale_where_constant(*moments.mean_std(self._dtype)))
+            module.reset_parameters(
+                generator, sample if sample_mask is None else module.fill(sample, sample_mask))
+            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            history = TrainingHistory()
+
+        def to_tensor(block):
+            return as_tensor(block, device=self._device, dtype=self._dtype)
+
+        result = self._train(module, optimizer, StreamedRows(blocks, to_tensor, has_nan),
+                             generator, history, incremental)
+        optimizer = self._report(result, module, optimizer, history, incremental)
+        self._set_fitted(module, optimizer, history, spec, None, None,
+                         seed if fresh else None)
+        if not fresh:  # a uniform sample of every row seen: the smallest keys of both
+            keys = torch.cat([self._reservoir_keys, keys])
+            sample = torch.cat([self._reservoir_rows, sample])
+            if keys.shape[0] > size:
+                keys, index = torch.topk(keys, size, largest=False, sorted=False)
+                sample = sample.index_select(0, index)
+        self._reservoir_keys, self._reservoir_rows = keys, sample
+        self._reservoir_covariates = None
+        self._set_latent_diagnostics(sample, has_nan)
+        self._forget_latent_density()
+        self._after_fit()
+        return self
+
+    def _continuation(self):
+        """(seed, generator, module, optimizer, history) to continue training a fitted model."""
+        seed = self._seed
+        generator = torch.Generator(device=self._device).manual_seed(
+            derived_seed(seed, _CONTINUED_TRAINING, self._history.n_epochs)
+        )
+        module, optimizer = self.module_, self._optimizer
+        # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
+        history = replace(
+            self._history,
+            loss_curve=list(self._history.loss_curve),
+            validation_scores=None if self._history.validation_scores is None
+            else list(self._history.validation_scores),
+            no_improvement_count=0,
+            best_loss=np.inf,
+            best_validation_score=-np.inf,
+            best_state=None,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = self.learning_rate_init
+        return seed, generator, module, optimizer, history
+
+    def _train(self, module, optimizer, X, generator, history, incremental, **rows):
+        """``train_epochs`` with this estimator's settings; a first-epoch divergence becomes
+        a clear error."""
         try:
-            result = train_epochs(
+            return train_epochs(
                 module,
                 optimizer,
-                X_train,
+                X,
                 generator=generator,
                 batch_size=self.batch_size,
                 max_epochs=1 if incremental else self.max_iter,
                 beta=self.beta,
                 kl_warmup=self.kl_warmup,
                 history=history,
-                X_val=X_val,
                 tol=self.tol,
                 n_iter_no_change=None if incremental else self.n_iter_no_change,
                 verbose=self.verbose,
                 objective=self._objective(),
-                C=C_train,
-                C_val=C_val,
-                mask=mask_train,
-                mask_val=mask_val,
+                **rows,
             )
         except FloatingPointError:
             raise ValueError(
@@ -451,6 +605,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "sklearn.preprocessing.StandardScaler) if it holds huge values."
             ) from None
 
+    def _report(self, result, module, optimizer, history, incremental):
+        """Warn about how training ended; the optimizer to keep (a new one after divergence)."""
         if result.status == "diverged":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             warnings.warn(
@@ -484,14 +640,17 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "raise tol.",
                 ConvergenceWarning,
             )
+        return optimizer
 
+    def _set_fitted(self, module, optimizer, history, spec, columns, encoder, seed):
+        """Record the trained state (``seed`` None: continuing, the seed stays)."""
         self.module_ = module
         self._optimizer = optimizer
         self._history = history
         self._module_spec = spec
         self.covariate_indices_ = columns
         self.covariate_encoder_ = encoder
-        if fresh:
+        if seed is not None:
             self._seed = seed
         self.n_components_ = spec["n_components"]
         self.n_iter_ = history.n_epochs
@@ -503,11 +662,6 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         else:
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
-        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train)
-        self._set_latent_diagnostics(X_train, has_nan, C_train)
-        self._forget_latent_density()
-        self._after_fit()
-        return self
 
     def _update_reservoir(self, X, generator, *, merge, C=None):
         """Keep a uniform random sample of the training rows for the aggregated posterior.
@@ -599,6 +753,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         c = self._covariate_tensor(self.covariate_encoder_, raw, columns, where)
         return _Rows(x, has_nan, c, raw)
 
+    @blockwise
     def transform(self, X, return_std=False):
         """Mean of the approximate posterior q(z | x, c) of each row.
 
@@ -684,6 +839,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             )
         return iw, lower
 
+    @blockwise
     def score_samples(self, X):
         """Importance-weighted estimate of log p(x) for each row, in nats.
 
@@ -710,6 +866,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         iw, _ = self._bounds(self._rows(X))
         return to_numpy(iw, np.float64)
 
+    @blockwise
     def elbo_samples(self, X):
         """Evidence lower bound (ELBO, beta = 1) of each row, in nats.
 
@@ -730,6 +887,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         _, lower = self._bounds(self._rows(X))
         return to_numpy(lower, np.float64)
 
+    @blockwise
     def score_breakdown(self, X):
         """Per-row terms of the bounds, to see where a model's likelihood goes.
 
@@ -766,6 +924,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             "gap": iw - lower,
         }
 
+    @blockwise
     def impute(self, X):
         """Fill the NaN entries of ``X`` with their conditional mean E[x_missing | x_observed].
 
