@@ -34,6 +34,7 @@ BENCHMARKS = {
     "outliers": ([], ["--splits", "1"]),
     "counts": ([], ["--epochs", "10"]),
     "missing": ([], ["--rates", "0.2"]),
+    "parallel": ([], ["--epochs", "2"]),
 }
 
 
