@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import special, stats
+from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -254,3 +255,32 @@ def test_real_counts_nb_beats_poisson_and_gaussian():
     assert res["nb"] > res["poisson"] + 3
     assert res["zinb"] > res["nb"] - 1
     assert res["nb"] > res["gaussian_log1p_binned"] - res["library_log_pmf"]
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
+def test_sample_with_given_library_sizes(likelihood):
+    X = load_digits().data[:300]
+    model = CountVAE(n_components=3, hidden_layer_sizes=(16,), likelihood=likelihood,
+                     max_iter=5, device="cpu", random_state=0).fit(X)
+    # Poisson draws sum to l exactly in expectation; with l = 1e4 the row totals are near it
+    # (the zero-inflated model loses its dropout share, below 1 - pi on average).
+    draws = model.sample(200, random_state=1, library_size=1e4)
+    assert np.all(draws == np.round(draws)) and np.all(draws >= 0)
+    totals = draws.sum(axis=1)
+    means = model.sample(200, random_state=1, library_size=1e4, return_mean=True)
+    np.testing.assert_allclose(totals.mean(), means.sum(axis=1).mean(), rtol=0.05)
+    if likelihood != "zinb":
+        np.testing.assert_allclose(means.sum(axis=1), 1e4, rtol=1e-5)  # sum_j l rho_j = l
+    # One library size per row, and the mean scales with it.
+    sizes = np.linspace(10, 1000, 50)
+    scaled = model.sample(50, random_state=2, library_size=sizes, return_mean=True)
+    same_z = model.sample(50, random_state=2, library_size=1.0, return_mean=True)
+    np.testing.assert_allclose(scaled, same_z * sizes[:, None], rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -5, np.nan, [1.0, 2.0]])
+def test_sample_library_size_errors(bad):
+    model = CountVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=2, device="cpu",
+                     random_state=0).fit(load_digits().data[:100])
+    with pytest.raises(ValueError, match="library_size must be one positive number or 3"):
+        model.sample(3, library_size=bad)

@@ -1000,6 +1000,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             holding the given values, so ``score_samples(sample(...))`` is log p(x | c) of
             the samples.
         """
+        return self._sample(n_samples, random_state, return_mean, latent, covariates)
+
+    def _sample(self, n_samples, random_state, return_mean, latent, covariates, emit=None):
+        """:meth:`sample`; ``emit(params, generator, return_mean)``, when given, turns the
+        decoder output into the rows (in place of the network's mean or draw)."""
         check_is_fitted(self)
         if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(f"n_samples={n_samples!r} must be a positive integer.")
@@ -1026,7 +1031,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 z = self._draw_fitted_latent(z, generator)
             module = self.module_
             params = module.decode(z) if C is None else module.decode(z, C)
-            X = module.mean(params) if return_mean else module.sample(params, generator)
+            if emit is not None:
+                X = emit(params, generator, return_mean)
+            else:
+                X = module.mean(params) if return_mean else module.sample(params, generator)
         return self._full_layout(to_numpy(X, np.float64), raw, np.float64)
 
     def _reservoir_covariates_or_none(self):

@@ -337,3 +337,54 @@ class CountVAE(BaseVAE):
         else:
             self.inverse_dispersion_ = None
         self.library_size_mean_ = float(likelihood.mean_library())
+
+    def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior",
+               covariates=None, library_size=None):
+        """Generate count rows by ancestral sampling: z, a library size l, then x ~ p(x | z, l).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of rows to generate.
+        random_state : int, RandomState instance or None, default=None
+            Seed of the draws; None uses the estimator's ``random_state``.
+        return_mean : bool, default=False
+            Return the decoded mean E[x | z, l] instead of a draw of counts.
+        latent : {"prior", "aggregated_posterior", "fitted"}, default="prior"
+            Where z comes from, as in :meth:`GaussianVAE.sample`: the prior N(0, I), the
+            aggregated posterior of a uniform sample of the training rows, or
+            ``latent_density_``, a Gaussian mixture fitted to their posterior means.
+        covariates : array-like, default=None
+            Required when the model has covariates, else must be None: the values of the
+            covariate columns to generate for, as in :meth:`GaussianVAE.sample`.
+        library_size : float or array-like of shape (n_samples,), default=None
+            The total count l of each generated row (one value for all rows, or one per
+            row; positive). None draws each row's l from the training rows' totals (their
+            mean with ``return_mean=True``), as scVI does without a library prior.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, `n_features_in_`)
+            Generated counts (float64 integers; decoded means with ``return_mean``). With
+            covariates, in X's layout, the covariate columns holding the given values.
+        """
+        if library_size is None:
+            return self._sample(n_samples, random_state, return_mean, latent, covariates)
+        library = np.asarray(library_size, dtype=np.float64)
+        if library.ndim > 1 or library.size not in (1, n_samples) or not np.all(
+                np.isfinite(library) & (library > 0)):
+            raise ValueError(
+                f"library_size must be one positive number or {n_samples} of them (one per "
+                f"generated row); got {library_size!r}. None draws the library sizes from the "
+                "training rows' totals."
+            )
+
+        def emit(params, generator, mean_only):
+            likelihood = self.module_.likelihood
+            l = torch.as_tensor(library, dtype=params.dtype, device=params.device)
+            l = l.expand(params.shape[0]).unsqueeze(-1)
+            if mean_only:  # E[x | z, l]: the mean at the average library, rescaled to l
+                return likelihood.mean(params) * (l / likelihood.mean_library())
+            return likelihood.sample_counts(l * likelihood.proportions(params), params, generator)
+
+        return self._sample(n_samples, random_state, return_mean, latent, covariates, emit=emit)
