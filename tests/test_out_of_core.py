@@ -19,6 +19,8 @@ import pytest
 
 from skvae import PPCA, FactorAnalysisEM, GaussianVAE
 
+from _memory import PEAK_ANONYMOUS_RISE
+
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
 da = pytest.importorskip("dask.array")
@@ -88,26 +90,7 @@ _SCRIPT = textwrap.dedent("""
     import numpy as np
     from skvae import PPCA
 
-    def status(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-
-    def peak_anonymous_rise(call):
-        peak, done = [0], threading.Event()
-        def watch():
-            while not done.is_set():
-                peak[0] = max(peak[0], status("RssAnon"))
-                time.sleep(0.001)
-        before = status("RssAnon")
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            result = call()
-        finally:
-            done.set()
-            watcher.join()
-        return result, max(peak[0], status("RssAnon")) - before
+    {measure}
 
     kind, n, d, path = {case!r}
     rng = np.random.RandomState(0)
@@ -140,7 +123,8 @@ def test_fit_holds_one_chunk_not_the_data(kind, n, d, tmp_path):
         open("/proc/self/status").close()
     except OSError as error:
         pytest.skip(f"no /proc here ({error})")
-    script = _SCRIPT.format(root=str(ROOT), case=(kind, n, d, str(tmp_path / "X.f32")))
+    script = _SCRIPT.format(root=str(ROOT), case=(kind, n, d, str(tmp_path / "X.f32")),
+                            measure=PEAK_ANONYMOUS_RISE)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

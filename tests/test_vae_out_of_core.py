@@ -24,6 +24,8 @@ from skvae import BernoulliVAE, CountVAE, GaussianVAE
 from skvae.vae import _streaming
 from skvae.vae._streaming import BottomK, Moments
 
+from _memory import PEAK_ANONYMOUS_RISE
+
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
 da = pytest.importorskip("dask.array")
@@ -188,26 +190,7 @@ _SCRIPT = textwrap.dedent("""
     import skvae
     from skvae import GaussianVAE
 
-    def status(field):
-        for line in open("/proc/self/status"):
-            if line.startswith(field):
-                return int(line.split()[1]) * 1024
-
-    def peak_anonymous_rise(call):
-        peak, done = [0], threading.Event()
-        def watch():
-            while not done.is_set():
-                peak[0] = max(peak[0], status("RssAnon"))
-                time.sleep(0.001)
-        before = status("RssAnon")
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            result = call()
-        finally:
-            done.set()
-            watcher.join()
-        return result, max(peak[0], status("RssAnon")) - before
+    {measure}
 
     kind, n, d, path = {case!r}
     rng = np.random.RandomState(0)
@@ -236,7 +219,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def measure(kind, n, d, tmp_path, root=ROOT):
-    script = _SCRIPT.format(root=str(root), case=(kind, n, d, str(tmp_path / "X.f32")))
+    script = _SCRIPT.format(root=str(root), case=(kind, n, d, str(tmp_path / "X.f32")),
+                            measure=PEAK_ANONYMOUS_RISE)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
