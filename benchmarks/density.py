@@ -195,7 +195,7 @@ def main():
     parser.add_argument("--kl-warmup", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--k-eval", type=int, default=5000)
     parser.add_argument("--train-rows", type=int, default=60_000)
     parser.add_argument("--test-rows", type=int, default=10_000)
