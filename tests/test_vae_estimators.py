@@ -641,3 +641,14 @@ def test_float64_networks():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert np.all(np.isfinite(model.score_samples(X)))
+
+
+def test_a_first_partial_fit_trains_on_every_row_even_with_early_stopping():
+    # partial_fit's docstring: early_stopping does not apply there. The first call used to
+    # hold out validation_fraction of the chunk all the same (and record validation scores).
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    settings = dict(n_components=2, hidden_layer_sizes=(8,), device="cpu", random_state=0)
+    stopped = GaussianVAE(early_stopping=True, **settings).partial_fit(X)
+    plain = GaussianVAE(**settings).partial_fit(X)
+    assert stopped.validation_scores_ is None
+    assert stopped.loss_curve_ == plain.loss_curve_

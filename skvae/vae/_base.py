@@ -417,23 +417,16 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         if fresh:
             seed = seed_from(self.random_state)
             generator = torch.Generator(device=self._device).manual_seed(seed)
-            X_train, X_val, C_train, C_val = X, None, C, None
-            if self.early_stopping:
-                X_train, X_val, C_train, C_val = self._split_validation(X, generator, C)
-            mask_train = _observed(X_train, has_nan)
-            module = self._build_module(spec)
-            module.set_standardization(
-                *_standardization(module.encoder_input(X_train), mask_train))
-            module.reset_parameters(
-                generator, X_train if mask_train is None else module.fill(X_train, mask_train))
-            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
-            history = TrainingHistory()
         else:
             seed, generator, module, optimizer, history = self._continuation()
-            X_train, X_val, C_train, C_val = X, None, C, None
-            if self.early_stopping and not incremental:
-                X_train, X_val, C_train, C_val = self._split_validation(X, generator, C)
-            mask_train = _observed(X_train, has_nan)
+        X_train, X_val, C_train, C_val = X, None, C, None
+        if self.early_stopping and not incremental:  # partial_fit: no validation split
+            X_train, X_val, C_train, C_val = self._split_validation(X, generator, C)
+        mask_train = _observed(X_train, has_nan)
+        if fresh:
+            module, optimizer, history = self._new_training(
+                spec, generator, lambda m: _standardization(m.encoder_input(X_train), mask_train),
+                X_train, mask_train)
         mask_val = None if X_val is None else _observed(X_val, has_nan)
 
         result = self._train(module, optimizer, X_train, generator, history, incremental,
@@ -525,13 +518,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             spec = self._module_spec_for(blocks.n_features)
             if has_nan:
                 spec["mask_inputs"] = True
-            module = self._build_module(spec)
-            module.set_standardization(
-                *_with_unit_scale_where_constant(*moments.mean_std(self._dtype)))
-            module.reset_parameters(
-                generator, sample if sample_mask is None else module.fill(sample, sample_mask))
-            optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
-            history = TrainingHistory()
+            module, optimizer, history = self._new_training(
+                spec, generator,
+                lambda m: _with_unit_scale_where_constant(*moments.mean_std(self._dtype)),
+                sample, sample_mask)
 
         def to_tensor(block):
             return as_tensor(block, device=self._device, dtype=self._dtype)
@@ -553,6 +543,18 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         self._forget_latent_density()
         self._after_fit()
         return self
+
+    def _new_training(self, spec, generator, standardization, rows, mask):
+        """A new network, its optimizer and an empty history, for a fit that starts afresh.
+
+        ``standardization(module)`` gives the (loc, scale) of the encoder's input; ``rows``
+        (with their ``mask``, None when complete) initialize the weights and output biases.
+        """
+        module = self._build_module(spec)
+        module.set_standardization(*standardization(module))
+        module.reset_parameters(generator, rows if mask is None else module.fill(rows, mask))
+        optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+        return module, optimizer, TrainingHistory()
 
     def _continuation(self):
         """(seed, generator, module, optimizer, history) to continue training a fitted model."""
