@@ -269,18 +269,17 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         float32 model: a column made only of them would silently become a constant.
         """
         rows = max(1, 2**20 // max(1, X.shape[1]))
-        bounds = None  # per column: min and max in float64, then in float32
+        low = high = None  # per column, row 0: in float64, row 1: after the float32 cast
         for i in range(0, X.shape[0], rows):  # chunks: no float32 copy of all of X at once
             chunk = X[i : i + rows]
-            low32 = chunk.float()
-            found = (chunk.amin(dim=0), chunk.amax(dim=0), low32.amin(dim=0), low32.amax(dim=0))
-            bounds = found if bounds is None else tuple(
-                torch.minimum(a, b) if j % 2 == 0 else torch.maximum(a, b)
-                for j, (a, b) in enumerate(zip(bounds, found)))
-        if bounds is None:
+            chunk_low, chunk_high = torch.aminmax(torch.stack([chunk, chunk.float().double()]),
+                                                  dim=1)
+            low = chunk_low if low is None else torch.minimum(low, chunk_low)
+            high = chunk_high if high is None else torch.maximum(high, chunk_high)
+        if low is None:
             return
         tiny = torch.finfo(torch.float32).tiny
-        width64, width32 = bounds[1] - bounds[0], (bounds[3] - bounds[2]).double()
+        width64, width32 = high - low
         lost = (width64 > 0) & (width32 < tiny)  # NaN widths (gaps) compare False
         if bool(lost.any()):
             columns = torch.nonzero(lost).flatten().tolist()
