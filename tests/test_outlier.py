@@ -338,5 +338,8 @@ def test_real_outliers_beside_isolation_forest(name, ours_at_least):
             contamination * len(X_train), abs=1)
     assert auc["ours"] > ours_at_least
     assert abs(auc["ours"] - auc["forest"]) < 0.05
-    # score_samples ranks the same way (the offset is a shift)
-    assert roc_auc_score(y_test, -ours.score_samples(X_test)) == pytest.approx(auc["ours"])
+    # score_samples ranks the same way: the offset is a shift, whose rounding may tie or untie
+    # a few pairs of nearly equal scores, each moving the AUC by 1 / (positives x negatives)
+    pairs = np.sum(y_test == 1) * np.sum(y_test == 0)
+    assert roc_auc_score(y_test, -ours.score_samples(X_test)) == pytest.approx(
+        auc["ours"], rel=0, abs=5 / pairs)

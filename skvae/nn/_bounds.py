@@ -97,19 +97,54 @@ def _decoder(module, c):
     return module.decode if c is None else (lambda z: module.decode(z, c))
 
 
-def _chunk_sizes(module, n, K, budget):
+# Rows of every inference chunk are a multiple of this, and a short last chunk is padded to
+# the full count: BLAS then sees one matrix shape whatever the number of rows passed, so a
+# row's outputs do not depend on the other rows of the call (a single row would otherwise go
+# through a matrix-vector kernel, a few rows through another small-matrix one, each rounding
+# differently), and every elementwise kernel of a chunk runs in its vectorized loop.
+ROW_QUANTUM = 64
+# Rows one chunk of encode / decode holds at most: the GEMMs are efficient long before, and a
+# call with few rows still computes one whole chunk.
+_MAX_CHUNK_ROWS = 1024
+
+
+def chunk_rows(module, K=1, budget=DEFAULT_BUDGET):
+    """Rows per inference chunk: a multiple of ``ROW_QUANTUM`` set by the module and K only
+    (never by the number of rows), at most ``budget`` elements (rows x K x widest layer)."""
+    rows = min(_MAX_CHUNK_ROWS, budget // (K * module.widest()))
+    return max(ROW_QUANTUM, rows - rows % ROW_QUANTUM)
+
+
+def padded_chunks(n, rows):
+    """(start, stop) of the chunks of ``rows`` rows that cover n rows."""
+    return [(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def pad_rows(values, start, rows):
+    """Rows ``start:start + rows`` of ``values`` (None passes), padded to ``rows`` rows with
+    copies of the first: the padding's outputs are computed and dropped."""
+    if values is None:
+        return None
+    part = values[start : start + rows]
+    short = rows - part.shape[0]
+    if short:
+        part = torch.cat([part, part[:1].expand(short, *part.shape[1:])])
+    return part
+
+
+def _chunk_sizes(module, K, budget):
     """Rows per chunk and draws per step so that a step holds at most ``budget`` elements
-    (rows x draws x widest layer)."""
-    width = module.widest()
-    rows = max(1, min(n, budget // (K * width)))
-    return rows, max(1, min(K, budget // (rows * width)))
+    (rows x draws x widest layer); both fixed for a module and K (see ``chunk_rows``)."""
+    rows = chunk_rows(module, K, budget)
+    return rows, max(1, min(K, budget // (rows * module.widest())))
 
 
 def _chunk(module, X, C, mask, start, rows):
-    """Rows ``start:start + rows``: (x filled, standardized u, targets, c, mask)."""
-    x = X[start : start + rows].contiguous()  # a column-major X would slow every step
-    c = None if C is None else C[start : start + rows]
-    m = None if mask is None else mask[start : start + rows]
+    """Rows ``start:start + rows``, padded to ``rows``: (x filled, standardized u, targets, c,
+    mask)."""
+    x = pad_rows(X, start, rows).contiguous()  # a column-major X would slow every step
+    c = pad_rows(C, start, rows)
+    m = pad_rows(mask, start, rows)
     if m is not None:
         x = module.fill(x, m)
     u = module.standardize(x)
@@ -119,8 +154,9 @@ def _chunk(module, X, C, mask, start, rows):
 def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
     """Importance-weighted estimate and ELBO estimate of log p(x) for every row of X.
 
-    Every row uses the same K draws ``eps`` (shape (K, n_components)), so a row's values do not
-    depend on which other rows are in X. The ELBO estimate is the mean of the same log weights,
+    Every row uses the same K draws ``eps`` (shape (K, n_components)) and goes through chunks
+    of one fixed shape (see ``chunk_rows``), so a row's values do not depend on which other
+    rows are in X. The ELBO estimate is the mean of the same log weights,
     hence ``elbo <= iw`` row by row (Jensen). Rows and draws are processed in chunks of at most
     ``budget`` elements per layer; the draws of a row are combined with a running logsumexp.
     A chunk of rows is standardized once and read by the encoder and, when it models
@@ -132,13 +168,13 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None)
     iw, elbo : tensors of shape (n,)
     """
     n, K = X.shape[0], eps.shape[0]
-    rows, draws = _chunk_sizes(module, n, K, budget)
+    rows, draws = _chunk_sizes(module, K, budget)
     # Results go straight into preallocated outputs: keeping each chunk's small result alive
     # between the large transient buffers fragments the heap (glibc), and resident memory
     # then grows with n instead of staying at one chunk's worth.
     iw = torch.empty(n, dtype=eps.dtype, device=eps.device)
     lower = torch.empty(n, dtype=eps.dtype, device=eps.device)
-    for start in range(0, n, rows):
+    for start, stop in padded_chunks(n, rows):
         _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
         mean, logvar = module.encode_standardized(u, c, m)
         decode = _decoder(module, c)
@@ -149,8 +185,8 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None)
             part = torch.logsumexp(lw, dim=0)
             lse = part if lse is None else torch.logaddexp(lse, part)
             total = lw.sum(dim=0) if total is None else total + lw.sum(dim=0)
-        iw[start : start + rows] = lse - math.log(K)
-        lower[start : start + rows] = total / K
+        iw[start:stop] = (lse - math.log(K))[: stop - start]
+        lower[start:stop] = (total / K)[: stop - start]
     return iw, lower
 
 
@@ -164,9 +200,9 @@ def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
     entry is returned, observed ones included: the caller keeps the observed values.
     """
     n, K = X.shape[0], eps.shape[0]
-    rows, draws = _chunk_sizes(module, n, K, budget)
+    rows, draws = _chunk_sizes(module, K, budget)
     out = torch.empty(X.shape, dtype=eps.dtype, device=eps.device)
-    for start in range(0, n, rows):
+    for start, stop in padded_chunks(n, rows):
         _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
         mean, logvar = module.encode_standardized(u, c, m)
         decode = _decoder(module, c)
@@ -182,18 +218,18 @@ def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
                 new = torch.logaddexp(lse, part)
                 acc = acc * torch.exp(lse - new)[:, None] + weighted * torch.exp(part - new)[:, None]
                 lse = new
-        out[start : start + rows] = acc
+        out[start:stop] = acc[: stop - start]
     return out
 
 
 def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
     """Mean ELBO (beta = 1) over the rows of X with fixed noise eps (n, k), chunked."""
-    rows = max(1, budget // module.widest())
+    rows = chunk_rows(module, 1, budget)
     total = torch.zeros((), dtype=eps.dtype, device=eps.device)
-    for start in range(0, X.shape[0], rows):
+    for start, stop in padded_chunks(X.shape[0], rows):
         _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
         mean, logvar = module.encode_standardized(u, c, m)
-        values = elbo(target, mean, logvar, eps[start : start + rows], _decoder(module, c),
+        values = elbo(target, mean, logvar, pad_rows(eps, start, rows), _decoder(module, c),
                       module, mask=m)
-        total = total + values.sum()
+        total = total + values[: stop - start].sum()
     return total / X.shape[0]

@@ -49,6 +49,7 @@ from ..nn import (
     monte_carlo_impute,
     train_epochs,
 )
+from ..nn._bounds import chunk_rows, pad_rows, padded_chunks
 from ..nn._engine import load_optimizer_state, make_optimizer
 from ._covariates import (
     check_observed,
@@ -64,8 +65,6 @@ from ._streaming import BottomK, Moments, RowBlocks, StreamedRows, is_streamed
 # this many values (rows x features), a uniform random sample of every row trained on.
 _RESERVOIR_MAX_ROWS = 100_000
 _RESERVOIR_MAX_VALUES = 2**23
-# Activations (rows x widest layer) one chunk of transform / inverse_transform may hold.
-_INFERENCE_BUDGET = 2**22
 # The uses of the fitted seed, as keys of numpy's SeedSequence (see derived_seed).
 _CONTINUED_TRAINING = 1  # with the epoch count: each warm start / partial_fit call its own stream
 _IMPORTANCE_DRAWS = 2
@@ -707,23 +706,21 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         self.n_active_components_ = int(np.sum(self.latent_activity_ > _ACTIVITY_THRESHOLD))
 
     # ------------------------------------------------------------------ inference
-    def _rows_per_chunk(self):
-        return max(1, _INFERENCE_BUDGET // self.module_.widest())
-
     def _encode(self, X, has_nan=None, C=None, with_logvar=True):
         """Mean and log-variance of q(z | x_obs, c) for every row of X; NaN entries are missing
         (``has_nan``: whether X holds any, when known; None looks in every chunk). Without
-        ``with_logvar`` the log-variances are not gathered and None comes in their place."""
-        rows = self._rows_per_chunk()
-        parts = []
-        for i in range(0, X.shape[0], rows):
-            x = X[i : i + rows]
-            c = None if C is None else C[i : i + rows]
+        ``with_logvar`` the log-variances are dropped (None comes in their place); they are
+        computed all the same, by the one head that gives the means."""
+        n, rows = X.shape[0], chunk_rows(self.module_)
+        means, logvars = [], []
+        for start, stop in padded_chunks(n, rows):
+            x, c = pad_rows(X, start, rows), pad_rows(C, start, rows)
             mask = None if has_nan is False else _observed(x)
-            parts.append(self.module_.encode(x, c) if mask is None
-                         else self.module_.encode(x, c, mask=mask))
-        means = torch.cat([p[0] for p in parts])
-        return means, torch.cat([p[1] for p in parts]) if with_logvar else None
+            mean, logvar = (self.module_.encode(x, c) if mask is None
+                            else self.module_.encode(x, c, mask=mask))
+            means.append(mean[: stop - start])
+            logvars.append(logvar[: stop - start])
+        return torch.cat(means), torch.cat(logvars) if with_logvar else None
 
     @staticmethod
     def _posterior_std(logvar):
@@ -731,13 +728,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         return torch.exp(0.5 * logvar)
 
     def _decode_mean(self, Z, C=None):
-        rows = self._rows_per_chunk()
-        module = self.module_
-        parts = [
-            module.mean(module.decode(Z[i : i + rows]) if C is None
-                        else module.decode(Z[i : i + rows], C[i : i + rows]))
-            for i in range(0, Z.shape[0], rows)
-        ]
+        module, rows = self.module_, chunk_rows(self.module_)
+        parts = []
+        for start, stop in padded_chunks(Z.shape[0], rows):
+            z, c = pad_rows(Z, start, rows), pad_rows(C, start, rows)
+            params = module.decode(z) if c is None else module.decode(z, c)
+            parts.append(module.mean(params)[: stop - start])
         return torch.cat(parts)
 
     def _rows(self, X, where="X"):
