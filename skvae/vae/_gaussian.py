@@ -118,7 +118,8 @@ class GaussianVAE(BaseVAE):
     random_state : int, RandomState instance or None, default=None
         Seeds the initialization, the validation split, the shuffling and the noise of the
         training, the importance draws of :meth:`score_samples` and the default draws of
-        :meth:`sample`. An int gives the same fitted model, bit for bit, on the CPU.
+        :meth:`sample`. An int gives the same fitted model, bit for bit, on the CPU at the same
+        number of torch threads.
 
     verbose : int, default=0
         With 1 or more, print one line per epoch: epoch, training loss, validation ELBO
