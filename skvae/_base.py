@@ -162,6 +162,70 @@ def _caller_values(X, dtype):
     return check_array(X, dtype=dtype, ensure_all_finite=False, copy=True)
 
 
+def named_rows(flags):
+    """The row indices where ``flags`` (a boolean ndarray, rows first) holds, as ``[3, 17]``,
+    the first ten only (``[3, 17, ...] (12 rows)``) when there are more."""
+    rows = np.flatnonzero(flags.reshape(flags.shape[0], -1).any(axis=1))
+    head = ", ".join(str(i) for i in rows[:10])
+    return f"[{head}]" if rows.size <= 10 else f"[{head}, ...] ({rows.size} rows)"
+
+
+def _model_dtype(estimator):
+    """The estimator's computing dtype as a name ('float32'), and the advice its messages end
+    with: rescale X, or (in float32) fit in float64."""
+    dtype = str(getattr(estimator, "_dtype", "float64")).replace("torch.", "")
+    hint = "Check the scale of X (e.g. a missing StandardScaler)"
+    if dtype == "float32":
+        hint += ", or fit with dtype='float64'"
+    return dtype, hint + "."
+
+
+def scores_or_minus_inf(estimator, *scores, what="log-likelihood"):
+    """Per-row scores (float64 ndarrays) with NaN replaced by -inf, and a warning naming the
+    rows that score -inf: a row the model cannot score is the most abnormal row, never NaN.
+
+    A row scores -inf when its value is below the range of the model's dtype or when
+    computing it overflows (NaN): both are told, with the rows, in one warning.
+    """
+    cleaned = tuple(np.where(np.isnan(s), -np.inf, s) for s in scores)
+    lowest = np.zeros(cleaned[0].shape, dtype=bool)
+    for s in cleaned:
+        lowest |= s == -np.inf
+    if lowest.any():
+        dtype, hint = _model_dtype(estimator)
+        warnings.warn(
+            f"{type(estimator).__name__}: row(s) {named_rows(lowest)} of X lie so far from the "
+            f"training data that their {what} cannot be computed in {dtype} (it is below "
+            f"the range of {dtype}, or computing it overflows): they score -inf, the lowest "
+            f"(most abnormal) value. {hint}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return cleaned if len(cleaned) > 1 else cleaned[0]
+
+
+def warn_nan_rows(estimator, method, *outputs, reason=None):
+    """Warn, naming the rows, where any of ``outputs`` (ndarrays, rows first; None skipped)
+    holds NaN; ``reason`` says why those values are NaN (default: the computation overflows)."""
+    bad = None
+    for values in outputs:
+        if values is None or values.shape[0] == 0:
+            continue
+        flags = np.isnan(values).reshape(values.shape[0], -1).any(axis=1)
+        bad = flags if bad is None else bad | flags
+    if bad is None or not bad.any():
+        return
+    dtype, hint = _model_dtype(estimator)
+    if reason is None:
+        reason = f"their values are so large that the model's computation overflows {dtype}"
+    warnings.warn(
+        f"{type(estimator).__name__}.{method}: the results of row(s) {named_rows(bad)} are "
+        f"NaN: {reason}. {hint}",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of the skvae estimators (not public).
 

@@ -1,5 +1,6 @@
 """Outlier detection with any density model: LatentOutlierDetector."""
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -8,6 +9,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import named_rows
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
 from .linear import PPCA
 
@@ -196,10 +198,22 @@ class LatentOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,)
             ``estimator_.score_samples(X)``: log p(x) in nats (or the estimator's estimate of
-            it), as float64.
+            it), as float64. A row the estimator cannot score (NaN) gets -inf, the most
+            abnormal score, with a warning naming it, so it is always an outlier.
         """
         check_is_fitted(self)
-        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        scores = np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        unscorable = np.isnan(scores)
+        if unscorable.any():
+            warnings.warn(
+                f"{type(self.estimator_).__name__}.score_samples returned NaN for row(s) "
+                f"{named_rows(unscorable)} of X: {type(self).__name__} scores them -inf, the "
+                "most abnormal value, and predicts them as outliers.",
+                UserWarning,
+                stacklevel=2,
+            )
+            scores = np.where(unscorable, -np.inf, scores)
+        return scores
 
     def decision_function(self, X):
         """Log-likelihood minus the threshold: negative for outliers, positive for inliers.
