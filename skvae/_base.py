@@ -1,6 +1,7 @@
 """What every skvae estimator shares: input validation, device state, feature names, score,
 all-or-nothing fitting, pickling."""
 
+import contextvars
 import functools
 import warnings
 
@@ -88,6 +89,11 @@ def fit_all_or_nothing(method):
     return wrapper
 
 
+# Index in X of the first row a blockwise method is working on (0 outside blockwise calls):
+# a context variable, so concurrent calls from threads each see their own.
+_ROW_OFFSET = contextvars.ContextVar("skvae_row_offset", default=0)
+
+
 def _is_dask_array(X):
     """Whether ``X`` is a dask array (checked without importing dask)."""
     return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "numblocks")
@@ -122,7 +128,14 @@ def blockwise(method):
     def wrapper(self, X, *args, **kwargs):
         if not _is_dask_array(X):
             return method(self, X, *args, **kwargs)
-        parts = [method(self, block, *args, **kwargs) for block in _row_blocks(X)]
+        parts, start = [], 0
+        for block in _row_blocks(X):
+            token = _ROW_OFFSET.set(start)  # warnings name rows of X, not of the block
+            try:
+                parts.append(method(self, block, *args, **kwargs))
+            finally:
+                _ROW_OFFSET.reset(token)
+            start += block.shape[0]
         if not parts:
             return method(self, np.empty((0, X.shape[1])), *args, **kwargs)
         if isinstance(parts[0], tuple):
@@ -164,8 +177,9 @@ def _caller_values(X, dtype):
 
 def named_rows(flags):
     """The row indices where ``flags`` (a boolean ndarray, rows first) holds, as ``[3, 17]``,
-    the first ten only (``[3, 17, ...] (12 rows)``) when there are more."""
-    rows = np.flatnonzero(flags.reshape(flags.shape[0], -1).any(axis=1))
+    the first ten only (``[3, 17, ...] (12 rows)``) when there are more; inside a
+    :func:`blockwise` call, indices of the whole X."""
+    rows = np.flatnonzero(flags.reshape(flags.shape[0], -1).any(axis=1)) + _ROW_OFFSET.get()
     head = ", ".join(str(i) for i in rows[:10])
     return f"[{head}]" if rows.size <= 10 else f"[{head}, ...] ({rows.size} rows)"
 

@@ -202,6 +202,21 @@ def test_impute_names_the_rows_whose_missing_entries_it_cannot_estimate(dtype, h
         assert model.score_samples(gappy)[2] == -np.inf
 
 
+def test_warnings_name_rows_of_the_whole_dask_array():
+    # Methods run block by block on a dask array; the rows named are those of X.
+    da = pytest.importorskip("dask.array")
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    model = GaussianVAE(**FAST).fit(X)
+    far = X[:6].copy()
+    far[4, 0] = 1e36
+    gappy = far.copy()
+    gappy[:, 3] = np.nan
+    with pytest.warns(UserWarning, match=r"row\(s\) \[4\] of X"):
+        assert model.score_samples(da.from_array(far, chunks=(3, 4)))[4] == -np.inf
+    with pytest.warns(UserWarning, match=r"impute: the results of row\(s\) \[4\] are NaN"):
+        model.impute(da.from_array(gappy, chunks=(3, 4)))
+
+
 @pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
 def test_rows_a_vae_cannot_score_score_minus_inf_and_are_outliers(likelihood):
     # float32 counts of 3e38: x log mu and log x! both overflow and their difference is NaN.
