@@ -194,7 +194,7 @@ def _model_dtype(estimator):
     return dtype, hint + "."
 
 
-def scores_or_minus_inf(estimator, *scores, what="log-likelihood"):
+def scores_or_minus_inf(estimator, *scores):
     """Per-row scores (float64 ndarrays) with NaN replaced by -inf, and a warning naming the
     rows that score -inf: a row the model cannot score is the most abnormal row, never NaN.
 
@@ -209,7 +209,7 @@ def scores_or_minus_inf(estimator, *scores, what="log-likelihood"):
         dtype, hint = _model_dtype(estimator)
         warnings.warn(
             f"{type(estimator).__name__}: row(s) {named_rows(lowest)} of X lie so far from the "
-            f"training data that their {what} cannot be computed in {dtype} (it is below "
+            f"training data that their log-likelihood cannot be computed in {dtype} (it is below "
             f"the range of {dtype}, or computing it overflows): they score -inf, the lowest "
             f"(most abnormal) value. {hint}",
             UserWarning,

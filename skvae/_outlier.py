@@ -173,14 +173,24 @@ class LatentOutlierDetector(OutlierMixin, BaseEstimator):
         if np.isnan(scores).any():
             raise ValueError(
                 f"{type(estimator).__name__}.score_samples returned NaN for "
-                f"{int(np.isnan(scores).sum())} training row(s), so no threshold can be set. "
-                "Check the estimator's settings (a diverged fit?) or rescale X."
+                f"{int(np.isnan(scores).sum())} training row(s) {named_rows(np.isnan(scores))}, "
+                "so no threshold can be set. Check the estimator's settings (a diverged fit?) "
+                "or rescale X."
             )
-        if self.contamination == "auto":
-            q1, q3 = np.percentile(scores, [25.0, 75.0])
-            offset = q1 - _FENCE * (q3 - q1)
-        else:
-            offset = np.percentile(scores, 100.0 * self.contamination)
+        with np.errstate(invalid="ignore"):  # quantiles among -inf scores: checked below
+            if self.contamination == "auto":
+                q1, q3 = np.percentile(scores, [25.0, 75.0])
+                offset = q1 - _FENCE * (q3 - q1)
+            else:
+                offset = np.percentile(scores, 100.0 * self.contamination)
+        if not np.isfinite(offset):  # -inf - -inf would make unscorable rows inliers
+            lowest = scores == -np.inf
+            raise ValueError(
+                f"{int(lowest.sum())} of the {scores.size} training rows score -inf under "
+                f"{type(estimator).__name__} (row(s) {named_rows(lowest)}), so "
+                f"contamination={self.contamination!r} gives no finite threshold. Drop or "
+                "rescale those rows, or use a smaller contamination."
+            )
         self.estimator_ = estimator
         self.offset_ = float(offset)
         return scores

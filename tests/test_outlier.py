@@ -235,7 +235,10 @@ def test_nan_rejected_where_the_model_rejects_it(blobs_with_outliers):
 
 
 class _NaNFarOut(BaseEstimator):
-    """A density model whose score_samples is NaN for rows with an entry beyond 1e10."""
+    """A density model whose score_samples is ``far`` (NaN) for rows with an entry beyond 1e10."""
+
+    def __init__(self, far=np.nan):
+        self.far = far
 
     def fit(self, X, y=None):
         self.n_features_in_ = np.asarray(X).shape[1]
@@ -244,7 +247,7 @@ class _NaNFarOut(BaseEstimator):
     def score_samples(self, X):
         X = np.asarray(X, dtype=float)
         with np.errstate(over="ignore"):
-            return np.where(np.abs(X).max(axis=1) > 1e10, np.nan, -0.5 * (X**2).sum(axis=1))
+            return np.where(np.abs(X).max(axis=1) > 1e10, self.far, -0.5 * (X**2).sum(axis=1))
 
 
 def test_rows_the_estimator_cannot_score_are_outliers(blobs_with_outliers):
@@ -260,6 +263,18 @@ def test_rows_the_estimator_cannot_score_are_outliers(blobs_with_outliers):
         assert detector.decision_function(X)[2] == -np.inf
     with pytest.warns(UserWarning, match=r"\[2\]"):
         assert detector.predict(X)[2] == -1
+
+
+@pytest.mark.parametrize("contamination", ["auto", 0.1, 0.5])
+def test_a_threshold_among_unscorable_training_rows_is_refused(blobs_with_outliers, contamination):
+    # An offset_ of -inf would give -inf - -inf = NaN decisions: the unscorable rows inliers.
+    X = blobs_with_outliers.copy()
+    X[::2, 0] = 1e20  # half of the rows
+    detector = LatentOutlierDetector(_NaNFarOut(far=-np.inf), contamination=contamination)
+    with pytest.raises(ValueError, match=r"150 of the 300 training rows score -inf under "
+                                         r"_NaNFarOut \(row\(s\) \[0, 2, 4, .*no finite threshold"):
+        detector.fit(X)
+    assert not hasattr(detector, "offset_")
 
 
 # ---------------------------------------------------------------- errors
