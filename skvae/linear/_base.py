@@ -480,7 +480,9 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         log_likelihood : ndarray of shape (n_samples,)
-            The log-likelihood log p(x) of each row in nats, float64.
+            The log-likelihood log p(x) of each row in nats, float64. A row whose value is
+            below the range of the model's dtype scores -inf (never NaN), and a
+            ``UserWarning`` names it.
         """
         mu, W, psi = self._tensors()
         X = self._check_input(X, reset=False, check_finite=False, lazy_cast=True)

@@ -861,6 +861,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         -------
         log_likelihood : ndarray of shape (n_samples,)
             Estimated log p(x) per row (float64). ``-score_samples`` is an outlier score.
+            A row whose value is below the range of the model's dtype, or whose computation
+            overflows, scores -inf (never NaN), and a ``UserWarning`` names it.
         """
         return self._bounds(self._rows(X))[0]
 
@@ -941,7 +943,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X_imputed : ndarray of shape (n_samples, n_features)
             A copy of ``X`` with its observed entries unchanged (bit for bit) and the missing
             ones imputed (probabilities for a Bernoulli likelihood), in the float type of
-            ``X`` (float64 unless X is float32).
+            ``X`` (float64 unless X is float32). A row whose observed values are so extreme
+            that no draw has a representable importance weight keeps NaN in its missing
+            entries, and a ``UserWarning`` names it.
         """
         out = _output_dtype(X)
         rows = self._rows(X)
