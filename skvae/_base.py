@@ -1,6 +1,7 @@
 """What every skvae estimator shares: input validation, device state, feature names, score,
 all-or-nothing fitting, pickling."""
 
+import contextvars
 import functools
 import warnings
 
@@ -88,6 +89,11 @@ def fit_all_or_nothing(method):
     return wrapper
 
 
+# Index in X of the first row a blockwise method is working on (0 outside blockwise calls):
+# a context variable, so concurrent calls from threads each see their own.
+_ROW_OFFSET = contextvars.ContextVar("skvae_row_offset", default=0)
+
+
 def _is_dask_array(X):
     """Whether ``X`` is a dask array (checked without importing dask)."""
     return type(X).__module__.split(".")[0] == "dask" and hasattr(X, "numblocks")
@@ -122,7 +128,14 @@ def blockwise(method):
     def wrapper(self, X, *args, **kwargs):
         if not _is_dask_array(X):
             return method(self, X, *args, **kwargs)
-        parts = [method(self, block, *args, **kwargs) for block in _row_blocks(X)]
+        parts, start = [], 0
+        for block in _row_blocks(X):
+            token = _ROW_OFFSET.set(start)  # warnings name rows of X, not of the block
+            try:
+                parts.append(method(self, block, *args, **kwargs))
+            finally:
+                _ROW_OFFSET.reset(token)
+            start += block.shape[0]
         if not parts:
             return method(self, np.empty((0, X.shape[1])), *args, **kwargs)
         if isinstance(parts[0], tuple):
@@ -160,6 +173,71 @@ def _caller_values(X, dtype):
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy().astype(dtype, copy=True)
     return check_array(X, dtype=dtype, ensure_all_finite=False, copy=True)
+
+
+def named_rows(flags):
+    """The row indices where ``flags`` (a boolean ndarray, rows first) holds, as ``[3, 17]``,
+    the first ten only (``[3, 17, ...] (12 rows)``) when there are more; inside a
+    :func:`blockwise` call, indices of the whole X."""
+    rows = np.flatnonzero(flags.reshape(flags.shape[0], -1).any(axis=1)) + _ROW_OFFSET.get()
+    head = ", ".join(str(i) for i in rows[:10])
+    return f"[{head}]" if rows.size <= 10 else f"[{head}, ...] ({rows.size} rows)"
+
+
+def _model_dtype(estimator):
+    """The estimator's computing dtype as a name ('float32'), and the advice its messages end
+    with: rescale X, or (in float32) fit in float64."""
+    dtype = str(getattr(estimator, "_dtype", "float64")).replace("torch.", "")
+    hint = "Check the scale of X (e.g. a missing StandardScaler)"
+    if dtype == "float32":
+        hint += ", or fit with dtype='float64'"
+    return dtype, hint + "."
+
+
+def scores_or_minus_inf(estimator, *scores):
+    """Per-row scores (float64 ndarrays) with NaN replaced by -inf, and a warning naming the
+    rows that score -inf: a row the model cannot score is the most abnormal row, never NaN.
+
+    A row scores -inf when its value is below the range of the model's dtype or when
+    computing it overflows (NaN): both are told, with the rows, in one warning.
+    """
+    cleaned = tuple(np.where(np.isnan(s), -np.inf, s) for s in scores)
+    lowest = np.zeros(cleaned[0].shape, dtype=bool)
+    for s in cleaned:
+        lowest |= s == -np.inf
+    if lowest.any():
+        dtype, hint = _model_dtype(estimator)
+        warnings.warn(
+            f"{type(estimator).__name__}: row(s) {named_rows(lowest)} of X lie so far from the "
+            f"training data that their log-likelihood cannot be computed in {dtype} (it is below "
+            f"the range of {dtype}, or computing it overflows): they score -inf, the lowest "
+            f"(most abnormal) value. {hint}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return cleaned if len(cleaned) > 1 else cleaned[0]
+
+
+def warn_nan_rows(estimator, method, *outputs, reason=None):
+    """Warn, naming the rows, where any of ``outputs`` (ndarrays, rows first; None skipped)
+    holds NaN; ``reason`` says why those values are NaN (default: the computation overflows)."""
+    bad = None
+    for values in outputs:
+        if values is None or values.shape[0] == 0:
+            continue
+        flags = np.isnan(values).reshape(values.shape[0], -1).any(axis=1)
+        bad = flags if bad is None else bad | flags
+    if bad is None or not bad.any():
+        return
+    dtype, hint = _model_dtype(estimator)
+    if reason is None:
+        reason = f"their values are so large that the model's computation overflows {dtype}"
+    warnings.warn(
+        f"{type(estimator).__name__}.{method}: the results of row(s) {named_rows(bad)} are "
+        f"NaN: {reason}. {hint}",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):

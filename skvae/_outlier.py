@@ -1,5 +1,6 @@
 """Outlier detection with any density model: LatentOutlierDetector."""
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -8,6 +9,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import named_rows
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
 from .linear import PPCA
 
@@ -171,14 +173,24 @@ class LatentOutlierDetector(OutlierMixin, BaseEstimator):
         if np.isnan(scores).any():
             raise ValueError(
                 f"{type(estimator).__name__}.score_samples returned NaN for "
-                f"{int(np.isnan(scores).sum())} training row(s), so no threshold can be set. "
-                "Check the estimator's settings (a diverged fit?) or rescale X."
+                f"{int(np.isnan(scores).sum())} training row(s) {named_rows(np.isnan(scores))}, "
+                "so no threshold can be set. Check the estimator's settings (a diverged fit?) "
+                "or rescale X."
             )
-        if self.contamination == "auto":
-            q1, q3 = np.percentile(scores, [25.0, 75.0])
-            offset = q1 - _FENCE * (q3 - q1)
-        else:
-            offset = np.percentile(scores, 100.0 * self.contamination)
+        with np.errstate(invalid="ignore"):  # quantiles among -inf scores: checked below
+            if self.contamination == "auto":
+                q1, q3 = np.percentile(scores, [25.0, 75.0])
+                offset = q1 - _FENCE * (q3 - q1)
+            else:
+                offset = np.percentile(scores, 100.0 * self.contamination)
+        if not np.isfinite(offset):  # -inf - -inf would make unscorable rows inliers
+            lowest = scores == -np.inf
+            raise ValueError(
+                f"{int(lowest.sum())} of the {scores.size} training rows score -inf under "
+                f"{type(estimator).__name__} (row(s) {named_rows(lowest)}), so "
+                f"contamination={self.contamination!r} gives no finite threshold. Drop or "
+                "rescale those rows, or use a smaller contamination."
+            )
         self.estimator_ = estimator
         self.offset_ = float(offset)
         return scores
@@ -196,10 +208,22 @@ class LatentOutlierDetector(OutlierMixin, BaseEstimator):
         -------
         scores : ndarray of shape (n_samples,)
             ``estimator_.score_samples(X)``: log p(x) in nats (or the estimator's estimate of
-            it), as float64.
+            it), as float64. A row the estimator cannot score (NaN) gets -inf, the most
+            abnormal score, with a warning naming it, so it is always an outlier.
         """
         check_is_fitted(self)
-        return np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        scores = np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
+        unscorable = np.isnan(scores)
+        if unscorable.any():
+            warnings.warn(
+                f"{type(self.estimator_).__name__}.score_samples returned NaN for row(s) "
+                f"{named_rows(unscorable)} of X: {type(self).__name__} scores them -inf, the "
+                "most abnormal value, and predicts them as outliers.",
+                UserWarning,
+                stacklevel=2,
+            )
+            scores = np.where(unscorable, -np.inf, scores)
+        return scores
 
     def decision_function(self, X):
         """Log-likelihood minus the threshold: negative for outliers, positive for inliers.

@@ -268,6 +268,22 @@ def test_rows_far_from_the_mean_score_low_never_nan(cls, wine):
         np.testing.assert_array_equal(scores[1:], -np.inf)
 
 
+@pytest.mark.parametrize("cls", MODELS)
+def test_rows_far_from_the_mean_are_encoded_and_imputed_never_nan(cls, cancer):
+    # E[z | x] is linear in x - mu: where the terms of a row's sum overflow (inf - inf),
+    # scaling the row first gives the finite value float64 holds.
+    model = make(cls, n_components=3).fit(cancer)
+    direction = np.zeros(cancer.shape[1])
+    direction[[1, 4, 6, 9]] = 1.0, -1.0, 1.0, -1.0
+    far = model.mean_ + 1.5e308 * direction
+    unit = model.transform(np.vstack([model.mean_ + direction, model.mean_]))
+    np.testing.assert_allclose(model.transform(far[None])[0] / 1.5e308, unit[0] - unit[1],
+                               rtol=1e-6)
+    gappy = far[None].copy()
+    gappy[0, 0] = np.nan
+    assert np.isfinite(model.transform(gappy)).all() and np.isfinite(model.impute(gappy)).all()
+
+
 # ---------------------------------------------------------------------- persistence and devices
 @pytest.mark.parametrize("cls", MODELS)
 def test_pickle_and_joblib_round_trips(cls, cancer):

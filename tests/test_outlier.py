@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import IsolationForest
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LinearRegression
@@ -232,6 +232,49 @@ def test_nan_rejected_where_the_model_rejects_it(blobs_with_outliers):
     with pytest.raises(ValueError, match="NaN"):
         detector.fit(X)
     assert not hasattr(detector, "estimator_")
+
+
+class _NaNFarOut(BaseEstimator):
+    """A density model whose score_samples is ``far`` (NaN) for rows with an entry beyond 1e10."""
+
+    def __init__(self, far=np.nan):
+        self.far = far
+
+    def fit(self, X, y=None):
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return self
+
+    def score_samples(self, X):
+        X = np.asarray(X, dtype=float)
+        with np.errstate(over="ignore"):
+            return np.where(np.abs(X).max(axis=1) > 1e10, self.far, -0.5 * (X**2).sum(axis=1))
+
+
+def test_rows_the_estimator_cannot_score_are_outliers(blobs_with_outliers):
+    # NaN < 0 is False: without care a row the model cannot score would be an inlier.
+    detector = LatentOutlierDetector(_NaNFarOut()).fit(blobs_with_outliers)
+    X = blobs_with_outliers[:4].copy()
+    X[2, 1] = 1e20
+    with pytest.warns(UserWarning, match=r"_NaNFarOut.score_samples returned NaN for row\(s\) "
+                                         r"\[2\] of X: .*-inf.*outliers"):
+        scores = detector.score_samples(X)
+    assert scores[2] == -np.inf and np.isfinite(np.delete(scores, 2)).all()
+    with pytest.warns(UserWarning, match=r"\[2\]"):
+        assert detector.decision_function(X)[2] == -np.inf
+    with pytest.warns(UserWarning, match=r"\[2\]"):
+        assert detector.predict(X)[2] == -1
+
+
+@pytest.mark.parametrize("contamination", ["auto", 0.1, 0.5])
+def test_a_threshold_among_unscorable_training_rows_is_refused(blobs_with_outliers, contamination):
+    # An offset_ of -inf would give -inf - -inf = NaN decisions: the unscorable rows inliers.
+    X = blobs_with_outliers.copy()
+    X[::2, 0] = 1e20  # half of the rows
+    detector = LatentOutlierDetector(_NaNFarOut(far=-np.inf), contamination=contamination)
+    with pytest.raises(ValueError, match=r"150 of the 300 training rows score -inf under "
+                                         r"_NaNFarOut \(row\(s\) \[0, 2, 4, .*no finite threshold"):
+        detector.fit(X)
+    assert not hasattr(detector, "offset_")
 
 
 # ---------------------------------------------------------------- errors

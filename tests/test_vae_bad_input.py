@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
-from skvae import BernoulliVAE, GaussianVAE
+from skvae import BernoulliVAE, CountVAE, GaussianVAE, LatentOutlierDetector
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -178,11 +178,68 @@ def test_rows_beyond_the_float_range_score_minus_infinity_with_a_warning():
         model = GaussianVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=2, device="cpu",
                             random_state=0).fit(X)
     far = np.vstack([X[:2], X[2:4] * 1e20])
-    with pytest.warns(UserWarning, match=r"2 row\(s\) of X .*-inf.*dtype='float64'"):
+    with pytest.warns(UserWarning, match=r"row\(s\) \[2, 3\] of X .*-inf.*dtype='float64'"):
         scores = model.score_samples(far)
     assert np.all(np.isfinite(scores[:2])) and np.all(scores[2:] == -np.inf)
     with pytest.warns(UserWarning, match="-inf"):
         assert np.all(model.elbo_samples(far)[2:] == -np.inf)
+
+
+@pytest.mark.parametrize("dtype, huge", [("float32", 1e36), ("float64", 1e155)])
+def test_impute_names_the_rows_whose_missing_entries_it_cannot_estimate(dtype, huge):
+    # An observed value so far out that every importance weight underflows: the missing
+    # entries of that row cannot be estimated. NaN there, with a warning naming the row.
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    model = GaussianVAE(**{**FAST, "dtype": dtype}).fit(X)
+    gappy = X[:4].copy()
+    gappy[:, 3] = np.nan
+    gappy[2, 0] = huge
+    with pytest.warns(UserWarning, match=r"GaussianVAE.impute: the results of row\(s\) \[2\] "
+                                         r"are NaN: .*cannot be estimated"):
+        imputed = model.impute(gappy)
+    assert np.isnan(imputed[2, 3]) and np.isfinite(np.delete(imputed, 2, axis=0)).all()
+    with pytest.warns(UserWarning, match=r"row\(s\) \[2\] of X .*score -inf"):
+        assert model.score_samples(gappy)[2] == -np.inf
+
+
+def test_warnings_name_rows_of_the_whole_dask_array():
+    # Methods run block by block on a dask array; the rows named are those of X.
+    da = pytest.importorskip("dask.array")
+    X = np.random.RandomState(0).normal(size=(60, 4))
+    model = GaussianVAE(**FAST).fit(X)
+    far = X[:6].copy()
+    far[4, 0] = 1e36
+    gappy = far.copy()
+    gappy[:, 3] = np.nan
+    with pytest.warns(UserWarning, match=r"row\(s\) \[4\] of X"):
+        assert model.score_samples(da.from_array(far, chunks=(3, 4)))[4] == -np.inf
+    with pytest.warns(UserWarning, match=r"impute: the results of row\(s\) \[4\] are NaN"):
+        model.impute(da.from_array(gappy, chunks=(3, 4)))
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
+def test_rows_a_vae_cannot_score_score_minus_inf_and_are_outliers(likelihood):
+    # float32 counts of 3e38: x log mu and log x! both overflow and their difference is NaN.
+    # Such a row scores -inf (named in the warning), the most abnormal row, never an inlier.
+    X = np.random.RandomState(0).poisson(5.0, size=(60, 4)).astype(float)
+    params = {**FAST, "likelihood": likelihood, "dtype": "float32"}
+    model = CountVAE(**params).fit(X)
+    far = X[:3].copy()
+    far[1] = 3e38
+    with pytest.warns(UserWarning, match=r"row\(s\) \[1\] of X .*cannot be computed in float32"
+                                         r".*score -inf"):
+        scores = model.score_samples(far)
+    assert scores[1] == -np.inf and np.isfinite(scores[[0, 2]]).all()
+    with pytest.warns(UserWarning, match=r"row\(s\) \[1\]"):
+        breakdown = model.score_breakdown(far)
+    assert breakdown["log_likelihood"][1] == breakdown["elbo"][1] == -np.inf
+    for term in breakdown.values():
+        assert np.isfinite(term[[0, 2]]).all()
+    detector = LatentOutlierDetector(CountVAE(**params)).fit(X)
+    with pytest.warns(UserWarning, match=r"row\(s\) \[1\]"):
+        np.testing.assert_array_equal(detector.predict(far)[1], -1)
+    with pytest.warns(UserWarning, match=r"row\(s\) \[1\]"):
+        assert detector.decision_function(far)[1] == -np.inf
 
 
 def test_tiny_varying_columns_are_standardized_not_taken_as_constant():

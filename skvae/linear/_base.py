@@ -18,6 +18,8 @@ from .._base import (
     _row_blocks,
     blockwise,
     fit_all_or_nothing,
+    scores_or_minus_inf,
+    warn_nan_rows,
 )
 from .._compat import Interval, StrOptions, _fit_context
 from . import _gaussian as gauss
@@ -439,6 +441,7 @@ class BaseLinearGaussian(BaseLatentModel):
             mean[rows] = to_numpy(m)
             if return_std:
                 std[rows] = to_numpy(s)
+        warn_nan_rows(self, "transform", mean, std)
         return (mean, std) if return_std else mean
 
     def inverse_transform(self, Z):
@@ -460,6 +463,7 @@ class BaseLinearGaussian(BaseLatentModel):
         X = np.empty((Z.shape[0], W.shape[0]), dtype=out)
         for rows, chunk in self._row_chunks(torch.empty(Z.shape[0], W.shape[0], device="meta")):
             X[rows] = to_numpy(Z[rows] @ W.T + mu)
+        warn_nan_rows(self, "inverse_transform", X)
         return X
 
     @blockwise
@@ -476,7 +480,9 @@ class BaseLinearGaussian(BaseLatentModel):
         Returns
         -------
         log_likelihood : ndarray of shape (n_samples,)
-            The log-likelihood log p(x) of each row in nats, float64.
+            The log-likelihood log p(x) of each row in nats, float64. A row whose value is
+            below the range of the model's dtype scores -inf (never NaN), and a
+            ``UserWarning`` names it.
         """
         mu, W, psi = self._tensors()
         X = self._check_input(X, reset=False, check_finite=False, lazy_cast=True)
@@ -496,7 +502,7 @@ class BaseLinearGaussian(BaseLatentModel):
                     part = gauss.chunked_masked_posterior(chunk, ~torch.isnan(chunk), mu, W,
                                                           psi)[2]
             loglik[rows] = to_numpy(part)
-        return loglik
+        return scores_or_minus_inf(self, loglik)
 
     @blockwise
     def impute(self, X):
@@ -525,6 +531,7 @@ class BaseLinearGaussian(BaseLatentModel):
                 missing = to_numpy(~mask, bool)
                 block = filled[rows]
                 block[missing] = to_numpy(mean @ W.T + mu, out)[missing]
+        warn_nan_rows(self, "impute", filled)
         return filled
 
     def sample(self, n_samples=1, random_state=None):

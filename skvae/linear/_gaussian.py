@@ -91,10 +91,22 @@ def _rescaled(quadratic, R):
     return quadratic(R / scale[:, None]) * scale.square()
 
 
+def _linear_in_rows(linear, R):
+    """``linear(R)`` for a map linear in each row of R; rows where it overflows (inf - inf
+    is NaN) are computed as s linear(R / s) with s = max |R|: the value, or an honest
+    infinity when it is beyond the float range."""
+    out = linear(R)
+    overflowed = ~torch.isfinite(out).all(dim=1) & torch.isfinite(R).all(dim=1)
+    if bool(overflowed.any()):
+        scale = R[overflowed].abs().amax(dim=1, keepdim=True)
+        out[overflowed] = linear(R[overflowed] / scale) * scale
+    return out
+
+
 def posterior(X, mu, W, psi):
     """Mean (n, k) and shared covariance (k, k) of z | x for complete rows."""
     scaled, chol, _ = _shared_factor(W, psi)
-    mean = torch.cholesky_solve(((X - mu) @ scaled).T, chol).T
+    mean = _linear_in_rows(lambda R: torch.cholesky_solve((R @ scaled).T, chol).T, X - mu)
     return mean, torch.cholesky_inverse(chol)
 
 
@@ -142,6 +154,11 @@ def masked_posterior(X, mask, mu, W, psi):
     if bool(overflowed.any()):
         args = precision_obs[overflowed], chol[overflowed]
         quad[overflowed] = _rescaled(lambda R: mean_and_quadratic(R, *args)[1], R[overflowed])
+    overflowed = ~torch.isfinite(mean).all(dim=1)  # inf - inf in b: scaled like quad
+    if bool(overflowed.any()):
+        args = precision_obs[overflowed], chol[overflowed]
+        scale = R[overflowed].abs().amax(dim=1, keepdim=True)
+        mean[overflowed] = mean_and_quadratic(R[overflowed] / scale, *args)[0] * scale
     loglik = -0.5 * (observed.sum(dim=1) * LOG_2PI + logdet_C + quad)
     return mean, cov, loglik
 

@@ -36,6 +36,8 @@ from .._base import (
     _output_dtype,
     blockwise,
     fit_all_or_nothing,
+    scores_or_minus_inf,
+    warn_nan_rows,
 )
 from .._compat import Interval, StrOptions, _fit_context
 from ..nn import (
@@ -775,10 +777,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         rows = self._rows(X)
         with torch.inference_mode():
             mean, logvar = self._encode(rows.x, rows.has_nan, rows.c, with_logvar=return_std)
-            if not return_std:
-                return to_numpy(mean, out)
-            std = self._posterior_std(logvar)
-        return to_numpy(mean, out), to_numpy(std, out)
+            mean = to_numpy(mean, out)
+            std = to_numpy(self._posterior_std(logvar), out) if return_std else None
+        warn_nan_rows(self, "transform", mean, std)
+        return (mean, std) if return_std else mean
 
     def inverse_transform(self, Z, *, covariates=None):
         """Decoded mean E[x | z] (E[x | z, c] with covariates) of latent codes.
@@ -806,6 +808,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         C, raw = self._given_covariates(covariates, Z.shape[0], "inverse_transform")
         with torch.inference_mode():
             decoded = to_numpy(self._decode_mean(Z, C), out)
+        warn_nan_rows(self, "inverse_transform", decoded, reason=(
+            "their codes are so large that the decoder's computation overflows"))
         return self._full_layout(decoded, raw, out)
 
     def _importance_draws(self):
@@ -826,16 +830,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         with torch.inference_mode():
             mask = ~torch.isnan(X) if rows.has_nan else None
             iw, lower = monte_carlo_bounds(self.module_, X, eps, C=rows.c, mask=mask)
-        out_of_range = int((~torch.isfinite(iw)).sum())
-        if out_of_range:
-            warnings.warn(
-                f"{type(self).__name__}: {out_of_range} row(s) of X lie so far from the "
-                f"training data that their log-likelihood is below the range of {self._dtype} "
-                "and comes back as -inf. Check X's scale (e.g. a missing StandardScaler), or "
-                "fit with dtype='float64'.",
-                UserWarning,
-            )
-        return iw, lower
+        # A row whose value is below the dtype's range, or whose computation overflows
+        # (NaN), scores -inf: named in a warning, never returned as NaN.
+        return scores_or_minus_inf(self, to_numpy(iw, np.float64), to_numpy(lower, np.float64))
 
     @blockwise
     def score_samples(self, X):
@@ -860,9 +857,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         -------
         log_likelihood : ndarray of shape (n_samples,)
             Estimated log p(x) per row (float64). ``-score_samples`` is an outlier score.
+            A row whose value is below the range of the model's dtype, or whose computation
+            overflows, scores -inf (never NaN), and a ``UserWarning`` names it.
         """
-        iw, _ = self._bounds(self._rows(X))
-        return to_numpy(iw, np.float64)
+        return self._bounds(self._rows(X))[0]
 
     @blockwise
     def elbo_samples(self, X):
@@ -882,8 +880,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         elbo : ndarray of shape (n_samples,)
             ELBO per row (float64).
         """
-        _, lower = self._bounds(self._rows(X))
-        return to_numpy(lower, np.float64)
+        return self._bounds(self._rows(X))[1]
 
     @blockwise
     def score_breakdown(self, X):
@@ -912,15 +909,14 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         iw, lower = self._bounds(rows)
         with torch.inference_mode():
             mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
-            kl = kl_standard_normal(mean, logvar)
-        iw, lower, kl = (to_numpy(v, np.float64) for v in (iw, lower, kl))
-        return {
-            "log_likelihood": iw,
-            "elbo": lower,
-            "reconstruction": lower + kl,
-            "kl": kl,
-            "gap": iw - lower,
-        }
+            kl = to_numpy(kl_standard_normal(mean, logvar), np.float64)
+        with np.errstate(invalid="ignore"):  # -inf - -inf: named below
+            terms = {"log_likelihood": iw, "elbo": lower, "reconstruction": lower + kl,
+                     "kl": kl, "gap": iw - lower}
+        warn_nan_rows(self, "score_breakdown", *terms.values(), reason=(
+            "their log-likelihood and ELBO are -inf (see the warning above) or their encoding "
+            "overflows, so the kl, reconstruction and gap of those rows are undefined"))
+        return terms
 
     @blockwise
     def impute(self, X):
@@ -943,7 +939,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X_imputed : ndarray of shape (n_samples, n_features)
             A copy of ``X`` with its observed entries unchanged (bit for bit) and the missing
             ones imputed (probabilities for a Bernoulli likelihood), in the float type of
-            ``X`` (float64 unless X is float32).
+            ``X`` (float64 unless X is float32). A row whose observed values are so extreme
+            that no draw has a representable importance weight keeps NaN in its missing
+            entries, and a ``UserWarning`` names it.
         """
         out = _output_dtype(X)
         rows = self._rows(X)
@@ -955,6 +953,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                                        self._importance_draws(), C=rows.c)
         missing = np.isnan(result)
         result[missing] = self._full_layout(to_numpy(means, out), rows.raw, out)[missing]
+        warn_nan_rows(self, "impute", result, reason=(
+            "their observed values lie so far from the training data that the importance "
+            "weight of every draw underflows (score_samples gives them -inf) or the network's "
+            "computation overflows, so their missing entries cannot be estimated"))
         return result
 
     def sample(self, n_samples=1, random_state=None, *, return_mean=False, latent="prior",
@@ -1033,7 +1035,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 X = emit(params, generator, return_mean)
             else:
                 X = module.mean(params) if return_mean else module.sample(params, generator)
-        return self._full_layout(to_numpy(X, np.float64), raw, np.float64)
+        X = to_numpy(X, np.float64)
+        warn_nan_rows(self, "sample", X, reason="the decoder's computation overflows for them")
+        return self._full_layout(X, raw, np.float64)
 
     def _reservoir_covariates_or_none(self):
         return getattr(self, "_reservoir_covariates", None)  # absent in pickles of old

@@ -19,7 +19,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import derived_seed, seed_from, to_numpy
-from .._base import _output_dtype
+from .._base import _output_dtype, warn_nan_rows
 from ..nn import interpolation_path, sample_gaussian_mixture
 
 _LATENT_DENSITY = 3  # the SeedSequence key of the mixture's seed (see vae._base, derived_seed)
@@ -217,6 +217,7 @@ class ResynthesisMixin:
         shift = torch.as_tensor(float(strength) * vector, device=self._device, dtype=self._dtype)
         with torch.inference_mode():
             decoded = to_numpy(self._decode_mean(codes + shift, rows.c), out)
+        warn_nan_rows(self, "apply_attribute", decoded)
         return self._full_layout(decoded, rows.raw, out)
 
     # ------------------------------------------------------------------ latent density
