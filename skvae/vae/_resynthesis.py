@@ -248,8 +248,7 @@ class ResynthesisMixin:
         if cached is not None and cached["requested"] == requested:
             return cached
         with torch.inference_mode():
-            codes = self._encode(self._reservoir_rows, None, self._reservoir_covariates_or_none(),
-                                 with_logvar=False)[0]
+            codes = self._reservoir_codes(with_logvar=False)[0]
         codes = to_numpy(codes, np.float64)
         mixture = GaussianMixture(
             n_components=min(int(requested), codes.shape[0]),
