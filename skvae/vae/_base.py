@@ -338,9 +338,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         Block by block (a dask array: its row blocks; a memmap: row slices of about
         32 MiB), a first pass computes the input standardization exactly (the mean and
         std of all rows, NaN-aware), checks the values and keeps a uniform random sample of
-        at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias
-        and serves as the reservoir of ``sample(latent="aggregated_posterior")`` and for
-        ``kl_per_component_`` and ``latent_activity_``. Each epoch then visits the blocks in
+        at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias,
+        gives ``kl_per_component_`` and ``latent_activity_`` and, as its codes at the end
+        of the fit (the rows themselves with ``store_training_rows=True``), is the sample of
+        ``sample(latent="aggregated_posterior")`` and ``latent_density_``. Each epoch then visits the blocks in
         a seeded random order and shuffles the rows within each block; ``loss_curve_`` is
         the mean over all rows. Memory: one block, its standardized copy and the sample.
         ``early_stopping=True`` and ``covariates`` are refused there (they need rows in
@@ -356,7 +357,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         The first call initializes the model (and the input standardization) from ``X``;
         later calls continue with the same optimizer state, so data that arrive in chunks can
-        be learned. ``early_stopping`` does not apply here.
+        be learned. ``early_stopping`` does not apply here. The sample of the aggregated
+        posterior stays a uniform sample of every row trained on; the chunk's rows in it get
+        the codes of the encoder at the end of this call, those of earlier chunks keep theirs
+        (with ``store_training_rows=True``, all are encoded by the current encoder).
 
         Parameters
         ----------
@@ -444,8 +448,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """``_fit`` for a dask array or a large memmap, read block by block (see
         ``_streaming``): a first pass for the standardization, the checks and a uniform sample
         of the rows; then epochs over the blocks. The sample stands for the training rows
-        wherever the in-memory fit reads them all: the decoder's initial bias, the reservoir
-        of the aggregated posterior and the latent diagnostics."""
+        wherever the in-memory fit reads them all: the decoder's initial bias, the latent
+        diagnostics and the sample of the aggregated posterior (``_update_reservoir``)."""
         kind = "dask array" if _is_dask_array(X) else "numpy.memmap"
         if self.covariates is not None:
             raise ValueError(
@@ -996,17 +1000,19 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             Return the decoded mean E[x | z] instead of a draw from p(x | z).
         latent : {"prior", "aggregated_posterior", "fitted"}, default="prior"
             Where z comes from: the prior N(0, I), or the aggregated posterior of the training
-            data (pick a training row at random, then z ~ q(z | x_row) with the current
-            encoder), which follows the data more closely when q does not match the prior.
-            The rows come from a uniform random sample of at most 100,000 of all rows
-            trained on (``fit``, and every later ``partial_fit`` or warm start). "fitted"
-            draws z from ``latent_density_``, a Gaussian mixture with
+            data (pick a training row at random, then z ~ q(z | x_row)), which follows the
+            data more closely when q does not match the prior. The rows come from a uniform
+            random sample of at most 100,000 of all rows trained on (``fit``, and every later
+            ``partial_fit`` or warm start), kept as their codes (the mean and variance of
+            q(z | x_row) from the encoder at the end of the call that trained on the row), or,
+            with ``store_training_rows=True``, as rows encoded by the current encoder.
+            "fitted" draws z from ``latent_density_``, a Gaussian mixture with
             ``latent_density_components`` components fitted to the posterior means of those
             rows (ex-post density estimation, Ghosh et al. 2020): it follows the codes like the
-            aggregated posterior, but smooths between the stored rows and drops the encoder
+            aggregated posterior, but smooths between the sampled rows and drops the encoder
             noise; on digits, more of its samples lie as close to a held-out digit as real
             digits lie to each other (see the README). With covariates, the codes of the
-            stored rows are those given their own covariates, and every code is decoded
+            sampled rows are those given their own covariates, and every code is decoded
             with ``covariates``.
         covariates : array-like, default=None
             Required when the model has covariates, else must be None: the values of the

@@ -3,7 +3,7 @@ density fitted to the codes for ``sample(latent="fitted")``.
 
 :class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
 through ``BaseVAE``'s private helpers (``_rows``, ``_encode``, ``_decode_mean``, the
-reservoir of training rows, and the covariate helpers ``_given_covariates`` and
+codes of the sampled training rows (``_reservoir_codes``), and the covariate helpers ``_given_covariates`` and
 ``_full_layout``) and adds public methods only; ``sample`` calls
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
@@ -225,10 +225,11 @@ class ResynthesisMixin:
         """The Gaussian mixture fitted to the posterior means of the training rows.
 
         The density of ``sample(latent="fitted")``, with ``latent_density_components``
-        components (at most one per stored row). It is fitted on first use (this attribute
-        or such a ``sample``), from the same rows as the aggregated posterior and a seed
-        fixed at ``fit``, so it is the same whenever it is computed; it is kept, pickled with
-        the model, and recomputed after ``fit`` / ``partial_fit`` or a change of
+        components (at most one per sampled row). It is fitted on first use (this attribute
+        or such a ``sample``), to the posterior means of the same sample of training rows as
+        the aggregated posterior (kept as codes, or as rows with ``store_training_rows=True``)
+        with a seed fixed at ``fit``, so it is the same whenever it is computed; it is kept,
+        pickled with the model, and recomputed after ``fit`` / ``partial_fit`` or a change of
         ``latent_density_components``.
         """
         return self._latent_density()["mixture"]
