@@ -148,7 +148,7 @@ def test_switching_the_opt_in_between_calls():
     assert _found(X, pickle.dumps(model)) == 0
     n_iter = model.n_iter_
     with pytest.raises(ValueError, match=r"store_training_rows=True, but .*store_training_rows"
-                                         r"=False.*Call fit"):
+                                         r"=False.*fit with warm_start=False"):
         model.set_params(store_training_rows=True).partial_fit(X)
     assert model.n_iter_ == n_iter and "rows" not in model._reservoir
     with pytest.raises(ValueError, match="store_training_rows=True"):

@@ -703,8 +703,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             raise ValueError(
                 f"store_training_rows=True, but this {type(self).__name__} was fitted with "
                 "store_training_rows=False: the rows of its earlier fit / partial_fit calls "
-                "were not kept, so a sample of all rows trained on cannot be stored. Call fit "
-                "to start a new model with the rows kept, or set store_training_rows=False."
+                "were not kept, so a sample of all rows trained on cannot be stored. Start a "
+                "new model to keep rows (fit with warm_start=False), or set "
+                "store_training_rows=False."
             )
 
     def _reservoir_codes(self, index=None, with_logvar=True):
