@@ -341,12 +341,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias,
         gives ``kl_per_component_`` and ``latent_activity_`` and, as its codes at the end
         of the fit (the rows themselves with ``store_training_rows=True``), is the sample of
-        ``sample(latent="aggregated_posterior")`` and ``latent_density_``. Each epoch then visits the blocks in
-        a seeded random order and shuffles the rows within each block; ``loss_curve_`` is
-        the mean over all rows. Memory: one block, its standardized copy and the sample.
-        ``early_stopping=True`` and ``covariates`` are refused there (they need rows in
-        memory): stop on the training loss (``tol``, ``n_iter_no_change``) instead, or fit
-        an in-memory array.
+        ``sample(latent="aggregated_posterior")`` and ``latent_density_``. Each epoch then
+        visits the blocks in a seeded random order and shuffles the rows within each block;
+        ``loss_curve_`` is the mean over all rows. Memory: one block, its standardized copy
+        and the sample. ``early_stopping=True`` and ``covariates`` are refused there (they
+        need rows in memory): stop on the training loss (``tol``, ``n_iter_no_change``)
+        instead, or fit an in-memory array.
         """
         return self._fit(X, incremental=False)
 
@@ -670,8 +670,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         their order. By default a sampled row is kept as its codes (the mean and log-variance
         of q(z | x, c)) from the encoder that has just been trained, and the rows of earlier
         calls keep the codes they got then; ``store_training_rows=True`` keeps the rows (and
-        their encoded covariates ``C``) instead, encoded when they are used (see
-        ``_reservoir``). Must run after ``module_`` holds the final encoder of the call.
+        their encoded covariates ``C``) instead, encoded when they are used (the layout:
+        ``skvae.vae._reservoir``). Must run after ``module_`` holds the call's final encoder.
         """
         size = reservoir_size(X.shape[1])
         if keys is None:

@@ -2,11 +2,11 @@
 ``latent_density_``, as the fitted model keeps it.
 
 A reservoir is a dict of tensors with one entry per sampled row: ``"keys"`` (independent
-uniform float64 keys; the rows with the smallest keys form the sample, so merging the sample of
-earlier calls with a new chunk by their keys gives a uniform sample of all rows seen, bottom-k
-sampling) and either the row's codes, ``"mean"`` and ``"logvar"`` of q(z | x) (the default), or,
-with ``store_training_rows=True``, the row itself, ``"rows"``, and its encoded covariates,
-``"covariates"`` (when the model has some). A plain dict of tensors pickles with its tensors on
+uniform float64 keys; the rows with the smallest keys form the sample, so merging the
+sample of earlier calls with a new chunk by their keys gives a uniform sample of all rows
+seen: bottom-k sampling) and either the row's codes, ``"mean"`` and ``"logvar"`` of
+q(z | x) (the default), or, with ``store_training_rows=True``, the row itself, ``"rows"``,
+and its encoded covariates, ``"covariates"`` (when the model has some). A plain dict of tensors pickles with its tensors on
 the CPU (``skvae._base._on_cpu``).
 """
 
@@ -54,9 +54,9 @@ def merge_split(old_keys, new_keys, size):
 
 
 def concat(first, second):
-    """The entries of ``first`` then those of ``second`` (cast to ``second``'s dtype and device)."""
+    """The entries of ``first``, then those of ``second`` (in ``second``'s dtype and device)."""
     if set(first) != set(second):
-        raise ValueError(f"cannot merge reservoirs holding {sorted(first)} and {sorted(second)}")
+        raise ValueError(f"cannot merge samples holding {sorted(first)} and {sorted(second)}")
     return {name: torch.cat([first[name].to(second[name]), second[name]]) for name in second}
 
 

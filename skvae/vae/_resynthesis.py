@@ -3,8 +3,8 @@ density fitted to the codes for ``sample(latent="fitted")``.
 
 :class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
 through ``BaseVAE``'s private helpers (``_rows``, ``_encode``, ``_decode_mean``, the
-codes of the sampled training rows (``_reservoir_codes``), and the covariate helpers ``_given_covariates`` and
-``_full_layout``) and adds public methods only; ``sample`` calls
+codes of the sampled training rows ``_reservoir_codes``, and the covariate helpers
+``_given_covariates`` and ``_full_layout``) and adds public methods only; ``sample`` calls
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
 
