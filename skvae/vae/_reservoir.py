@@ -6,8 +6,8 @@ uniform float64 keys; the rows with the smallest keys form the sample, so mergin
 sample of earlier calls with a new chunk by their keys gives a uniform sample of all rows
 seen: bottom-k sampling) and either the row's codes, ``"mean"`` and ``"logvar"`` of
 q(z | x) (the default), or, with ``store_training_rows=True``, the row itself, ``"rows"``,
-and its encoded covariates, ``"covariates"`` (when the model has some). A plain dict of tensors pickles with its tensors on
-the CPU (``skvae._base._on_cpu``).
+and its encoded covariates, ``"covariates"`` (when the model has some). A plain dict of
+tensors pickles with its tensors on the CPU (``skvae._base._on_cpu``).
 """
 
 import torch
