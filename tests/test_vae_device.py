@@ -38,7 +38,7 @@ def test_cuda_pickle_loads_on_a_machine_without_cuda(cls, monkeypatch):
     loaded = pickle.loads(payload)
     assert loaded._device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in loaded.module_.parameters())
-    assert loaded._reservoir_rows.device.type == "cpu"
+    assert all(v.device.type == "cpu" for v in loaded._reservoir.values())
     np.testing.assert_allclose(loaded.transform(_X()), expected_Z, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.score_samples(_X()), expected_scores, rtol=1e-4)
     loaded.partial_fit(_X())  # the optimizer state came along and works on the CPU

@@ -279,13 +279,16 @@ def _cluster_counts(rows, centers):
 
 
 def test_aggregated_posterior_keeps_a_uniform_sample_of_all_training_rows(monkeypatch):
-    from skvae.vae import _base
+    from skvae.vae import _reservoir
 
-    monkeypatch.setattr(_base, "_RESERVOIR_MAX_ROWS", 100)
+    # With the rows stored (the sample, by keys, is the same without them: see
+    # tests/test_vae_reservoir.py), they show which rows were sampled.
+    monkeypatch.setattr(_reservoir, "_MAX_ROWS", 100)
     centers = [[-3.0] * 4, [3.0] * 4, [3.0, -3.0, 3.0, -3.0]]
     X = _clusters(600, centers[:2], seed=0)  # sorted: 600 of cluster 0, then 600 of cluster 1
-    model = GaussianVAE(n_components=2, **{**SMALL, "max_iter": 2}).fit(X)
-    rows = model._reservoir_rows.numpy()
+    model = GaussianVAE(n_components=2, store_training_rows=True,
+                        **{**SMALL, "max_iter": 2}).fit(X)
+    rows = model._reservoir["rows"].numpy()
     assert rows.shape == (100, 4)
     # Training rows, each once ...
     assert len(np.unique(rows, axis=0)) == 100
@@ -295,22 +298,23 @@ def test_aggregated_posterior_keeps_a_uniform_sample_of_all_training_rows(monkey
     assert 35 <= _cluster_counts(rows, centers)[0] <= 65
     # partial_fit merges: a uniform sample of all 1800 rows seen, a third of them new.
     model.partial_fit(_clusters(600, centers[2:], seed=1))
-    counts = _cluster_counts(model._reservoir_rows.numpy(), centers)
+    counts = _cluster_counts(model._reservoir["rows"].numpy(), centers)
     assert counts.sum() == 100 and all(19 <= c <= 48 for c in counts), counts
     # A fresh fit starts a new sample; the number of stored values is capped too.
-    monkeypatch.setattr(_base, "_RESERVOIR_MAX_VALUES", 40)
+    monkeypatch.setattr(_reservoir, "_MAX_VALUES", 40)
     model.fit(X[:50])
-    assert model._reservoir_rows.shape == (10, 4)
+    assert model._reservoir["rows"].shape == (10, 4)
 
 
 def test_aggregated_posterior_codes_come_from_the_current_encoder():
+    # With store_training_rows=True the stored rows are encoded when sampling.
     X = _gaussian_data()
-    model = GaussianVAE(n_components=2, **SMALL).fit(X)
+    model = GaussianVAE(n_components=2, store_training_rows=True, **SMALL).fit(X)
     model.partial_fit(_gaussian_data(seed=1))
     # Move every posterior mean by +50 after training: samples must see the moved codes.
     with torch.no_grad():
         model.module_.encoder[-1].bias[:2] += 50.0
-    codes = model.transform(model._reservoir_rows).mean(0)
+    codes = model.transform(model._reservoir["rows"]).mean(0)
     decoded = []
     decode = model.module_.decode
     model.module_.decode = lambda z: decoded.append(z.clone()) or decode(z)

@@ -94,8 +94,13 @@ def test_a_large_memmap_is_fitted_in_blocks_and_a_small_one_as_an_array(data, tm
 def test_the_reservoir_and_diagnostics_of_a_streamed_fit(data):
     X, X_test, _ = data
     model = fit(da.from_array(X, chunks=(333, 12)))
-    rows = model._reservoir_rows.numpy()
-    assert rows.shape == X.shape  # fewer rows than the reservoir holds: all of them, once
+    # Fewer rows than the reservoir holds: all of them, once, as the final encoder's codes.
+    codes = model._reservoir["mean"].numpy()
+    assert codes.shape == (X.shape[0], 3) and "rows" not in model._reservoir
+    np.testing.assert_allclose(np.sort(codes, axis=0), np.sort(model.transform(X), axis=0),
+                               rtol=1e-5, atol=1e-5)
+    rows = fit(da.from_array(X, chunks=(333, 12)), max_iter=1,
+               store_training_rows=True)._reservoir["rows"].numpy()
     np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(X, axis=0))
     assert np.all(np.isfinite(model.kl_per_component_))
     assert np.all(np.isfinite(model.latent_activity_))
@@ -177,9 +182,12 @@ def test_warm_start_and_partial_fit_continue_on_blocks(data):
         model.fit(lazy)
     assert model.n_iter_ == 4 and len(model.loss_curve_) == 4
     np.testing.assert_array_equal(model.module_.in_loc, loc)  # continuing: same units
-    assert model._reservoir_rows.shape == X.shape  # merged, then the smallest keys kept
-    model.partial_fit(lazy)
+    # Merged: a sample of every row trained on (each row twice), not capped at this call's
+    # rows, so a small later chunk does not shrink it either.
+    assert model._reservoir["keys"].shape == (2 * X.shape[0],)
+    model.partial_fit(da.from_array(X[:300], chunks=(100, 12)))
     assert model.n_iter_ == 5
+    assert model._reservoir["mean"].shape == (2 * X.shape[0] + 300, 3)
 
 
 _SCRIPT = textwrap.dedent("""

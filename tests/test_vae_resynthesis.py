@@ -248,9 +248,10 @@ def test_fitted_latent_density_is_a_mixture_of_the_codes(gaussian):
     assert not np.array_equal(draws, model.sample(300, random_state=1, latent="fitted"))
     mixture = model.latent_density_
     assert isinstance(mixture, GaussianMixture) and mixture.n_components == 10
-    # The model fits its mixture to the codes in float64 (float32 codes would make a mixture
-    # that differs in the 6th digit: scikit-learn then computes in float32).
-    codes = model.transform(model._reservoir_rows.numpy()).astype(np.float64)
+    # The model fits its mixture to the codes of the sampled training rows (stored at fit)
+    # in float64 (float32 codes would make a mixture that differs in the 6th digit:
+    # scikit-learn then computes in float32).
+    codes = model._reservoir["mean"].numpy().astype(np.float64)
     reference = GaussianMixture(10, covariance_type="full", max_iter=200,
                                 random_state=mixture.random_state).fit(codes)
     np.testing.assert_allclose(mixture.means_, reference.means_, rtol=1e-6, atol=1e-8)

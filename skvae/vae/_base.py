@@ -60,13 +60,10 @@ from ._covariates import (
     fit_encoder,
     resolve_columns,
 )
+from ._reservoir import concat, draw_keys, merge_split, moved, reservoir_size, select, smallest
 from ._resynthesis import ResynthesisMixin
 from ._streaming import BottomK, Moments, RowBlocks, StreamedRows, is_streamed
 
-# Training rows kept for sample(latent="aggregated_posterior"): at most this many rows and
-# this many values (rows x features), a uniform random sample of every row trained on.
-_RESERVOIR_MAX_ROWS = 100_000
-_RESERVOIR_MAX_VALUES = 2**23
 # The uses of the fitted seed, as keys of numpy's SeedSequence (see derived_seed).
 _CONTINUED_TRAINING = 1  # with the epoch count: each warm start / partial_fit call its own stream
 _IMPORTANCE_DRAWS = 2
@@ -154,6 +151,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "n_importance_samples": [Interval(Integral, 1, None, closed="left")],
         "latent_density_components": [Interval(Integral, 1, None, closed="left")],
+        "store_training_rows": ["boolean"],
         "warm_start": ["boolean"],
         "device": [str, torch.device],
         "dtype": [StrOptions({"float32", "float64"})],
@@ -341,14 +339,15 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         Block by block (a dask array: its row blocks; a memmap: row slices of about
         32 MiB), a first pass computes the input standardization exactly (the mean and
         std of all rows, NaN-aware), checks the values and keeps a uniform random sample of
-        at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias
-        and serves as the reservoir of ``sample(latent="aggregated_posterior")`` and for
-        ``kl_per_component_`` and ``latent_activity_``. Each epoch then visits the blocks in
-        a seeded random order and shuffles the rows within each block; ``loss_curve_`` is
-        the mean over all rows. Memory: one block, its standardized copy and the sample.
-        ``early_stopping=True`` and ``covariates`` are refused there (they need rows in
-        memory): stop on the training loss (``tol``, ``n_iter_no_change``) instead, or fit
-        an in-memory array.
+        at most 100,000 rows (and 2**23 values), which initializes the decoder's output bias,
+        gives ``kl_per_component_`` and ``latent_activity_`` and, as its codes at the end
+        of the fit (the rows themselves with ``store_training_rows=True``), is the sample of
+        ``sample(latent="aggregated_posterior")`` and ``latent_density_``. Each epoch then
+        visits the blocks in a seeded random order and shuffles the rows within each block;
+        ``loss_curve_`` is the mean over all rows. Memory: one block, its standardized copy
+        and the sample. ``early_stopping=True`` and ``covariates`` are refused there (they
+        need rows in memory): stop on the training loss (``tol``, ``n_iter_no_change``)
+        instead, or fit an in-memory array.
         """
         return self._fit(X, incremental=False)
 
@@ -359,7 +358,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         The first call initializes the model (and the input standardization) from ``X``;
         later calls continue with the same optimizer state, so data that arrive in chunks can
-        be learned. ``early_stopping`` does not apply here.
+        be learned. ``early_stopping`` does not apply here. The sample of the aggregated
+        posterior stays a uniform sample of every row trained on; the chunk's rows in it get
+        the codes of the encoder at the end of this call, those of earlier chunks keep theirs
+        (with ``store_training_rows=True``, all are encoded by the current encoder).
 
         Parameters
         ----------
@@ -436,7 +438,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         optimizer = self._report(result, module, optimizer, history, incremental)
         self._set_fitted(module, optimizer, history, spec, columns, encoder, seed if fresh
                          else None)
-        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train)
+        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train,
+                               has_nan=has_nan)
         self._set_latent_diagnostics(X_train, has_nan, C_train)
         self._forget_latent_density()
         self._after_fit()
@@ -446,8 +449,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """``_fit`` for a dask array or a large memmap, read block by block (see
         ``_streaming``): a first pass for the standardization, the checks and a uniform sample
         of the rows; then epochs over the blocks. The sample stands for the training rows
-        wherever the in-memory fit reads them all: the decoder's initial bias, the reservoir
-        of the aggregated posterior and the latent diagnostics."""
+        wherever the in-memory fit reads them all: the decoder's initial bias, the latent
+        diagnostics and the sample of the aggregated posterior (``_update_reservoir``)."""
         kind = "dask array" if _is_dask_array(X) else "numpy.memmap"
         if self.covariates is not None:
             raise ValueError(
@@ -488,9 +491,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         likelihood = self._make_likelihood(blocks.n_features, self._likelihood_spec())
         moments = Moments()
-        size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // blocks.n_features,
-                          blocks.n_rows))
-        sampler = BottomK(size, blocks.n_features, self._dtype, self._device)
+        sampler = BottomK(max(1, min(reservoir_size(blocks.n_features), blocks.n_rows)),
+                          blocks.n_features, self._dtype, self._device)
         has_nan, n_rows, all_missing = False, 0, True
         for index in range(blocks.n_blocks):
             block = blocks.read(index)
@@ -532,14 +534,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         optimizer = self._report(result, module, optimizer, history, incremental)
         self._set_fitted(module, optimizer, history, spec, None, None,
                          seed if fresh else None)
-        if not fresh:  # a uniform sample of every row seen: the smallest keys of both
-            keys = torch.cat([self._reservoir_keys, keys])
-            sample = torch.cat([self._reservoir_rows, sample])
-            if keys.shape[0] > size:
-                keys, index = torch.topk(keys, size, largest=False, sorted=False)
-                sample = sample.index_select(0, index)
-        self._reservoir_keys, self._reservoir_rows = keys, sample
-        self._reservoir_covariates = None
+        self._update_reservoir(sample, None, merge=not fresh, has_nan=has_nan, keys=keys)
         self._set_latent_diagnostics(sample, has_nan)
         self._forget_latent_density()
         self._after_fit()
@@ -563,6 +558,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         generator = torch.Generator(device=self._device).manual_seed(
             derived_seed(seed, _CONTINUED_TRAINING, self._history.n_epochs)
         )
+        self._check_reservoir_continues()
         module, optimizer = self.module_, self._optimizer
         # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
         history = replace(
@@ -666,32 +662,62 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
 
-    def _update_reservoir(self, X, generator, *, merge, C=None):
+    def _update_reservoir(self, X, generator, *, merge, C=None, has_nan=None, keys=None):
         """Keep a uniform random sample of the training rows for the aggregated posterior.
 
-        Every row gets an independent uniform key and the rows with the smallest keys are
-        kept (bottom-k sampling): merging the kept rows of earlier calls with a new chunk
-        gives a uniform sample of all rows seen, whatever their order. Rows, not codes, are
-        kept, so sampling encodes them with the current encoder. The encoded covariates ``C``
-        of the rows, if any, are kept with them (``_reservoir_covariates``).
+        Every row gets an independent uniform key (``keys``, when the caller drew them) and the
+        rows with the smallest keys are kept (bottom-k sampling): merging the sample of earlier
+        calls (``merge``) with a new chunk gives a uniform sample of all rows seen, whatever
+        their order. By default a sampled row is kept as its codes (the mean and log-variance
+        of q(z | x, c)) from the encoder that has just been trained, and the rows of earlier
+        calls keep the codes they got then; ``store_training_rows=True`` keeps the rows (and
+        their encoded covariates ``C``) instead, encoded when they are used (the layout:
+        ``skvae.vae._reservoir``). Must run after ``module_`` holds the call's final encoder.
         """
-        size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // X.shape[1]))
-        keys = torch.rand(X.shape[0], generator=generator, device=X.device, dtype=torch.float64)
-        rows, covariates = X, C
-        for stage in ("new", "merged"):
-            if keys.shape[0] > size:
-                keys, index = torch.topk(keys, size, largest=False, sorted=False)
-                rows = rows.index_select(0, index)
-                if covariates is not None:
-                    covariates = covariates.index_select(0, index)
-            if stage == "new" and merge:
-                keys = torch.cat([self._reservoir_keys, keys])
-                rows = torch.cat([self._reservoir_rows, rows])
-                if covariates is not None:
-                    covariates = torch.cat([self._reservoir_covariates, covariates])
+        size = reservoir_size(X.shape[1])
+        if keys is None:
+            keys = draw_keys(X.shape[0], generator, X.device)
+        new = {"keys": keys, "rows": X, **({} if C is None else {"covariates": C})}
+        new = smallest(new, size)
+        old = None
+        if merge:
+            old = self._reservoir
+            kept_old, kept_new = merge_split(old["keys"], new["keys"], size)
+            old, new = select(old, kept_old), select(new, kept_new)
+        if not self.store_training_rows:
+            new = self._encoded_sample(new, has_nan)
+            if old is not None and "rows" in old:  # rows stored until now: encoded, dropped
+                old = self._encoded_sample(old)
+        merged = new if old is None else concat(old, new)
         # A copy: X may share the caller's memory.
-        self._reservoir_keys, self._reservoir_rows = keys.clone(), rows.clone()
-        self._reservoir_covariates = None if covariates is None else covariates.clone()
+        self._reservoir = {name: value.clone() for name, value in merged.items()}
+
+    def _encoded_sample(self, sample, has_nan=None):
+        """A reservoir of rows -> the same entries as codes of the current encoder."""
+        with torch.no_grad():
+            mean, logvar = self._encode(sample["rows"], has_nan, sample.get("covariates"))
+        return {"keys": sample["keys"], "mean": mean, "logvar": logvar}
+
+    def _check_reservoir_continues(self):
+        """Refuse to continue training with rows stored when earlier rows were not kept."""
+        if self.store_training_rows and "rows" not in self._reservoir:
+            raise ValueError(
+                f"store_training_rows=True, but this {type(self).__name__} was fitted with "
+                "store_training_rows=False: the rows of its earlier fit / partial_fit calls "
+                "were not kept, so a sample of all rows trained on cannot be stored. Start a "
+                "new model to keep rows (fit with warm_start=False), or set "
+                "store_training_rows=False."
+            )
+
+    def _reservoir_codes(self, index=None, with_logvar=True):
+        """Means and log-variances (None without ``with_logvar``) of q(z | x, c) of the sampled
+        training rows (those at positions ``index``, or all), stored or from the current
+        encoder when the rows are stored."""
+        sample = self._reservoir if index is None else select(self._reservoir, index)
+        if "rows" not in sample:
+            return sample["mean"], sample["logvar"] if with_logvar else None
+        return self._encode(sample["rows"], None, sample.get("covariates"),
+                            with_logvar=with_logvar)
 
     def _set_latent_diagnostics(self, X, has_nan=None, C=None):
         """Per-component KL and activity over the training rows, to show posterior collapse.
@@ -973,17 +999,19 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             Return the decoded mean E[x | z] instead of a draw from p(x | z).
         latent : {"prior", "aggregated_posterior", "fitted"}, default="prior"
             Where z comes from: the prior N(0, I), or the aggregated posterior of the training
-            data (pick a training row at random, then z ~ q(z | x_row) with the current
-            encoder), which follows the data more closely when q does not match the prior.
-            The rows come from a uniform random sample of at most 100,000 of all rows
-            trained on (``fit``, and every later ``partial_fit`` or warm start). "fitted"
-            draws z from ``latent_density_``, a Gaussian mixture with
+            data (pick a training row at random, then z ~ q(z | x_row)), which follows the
+            data more closely when q does not match the prior. The rows come from a uniform
+            random sample of at most 100,000 of all rows trained on (``fit``, and every later
+            ``partial_fit`` or warm start), kept as their codes (the mean and variance of
+            q(z | x_row) from the encoder at the end of the call that trained on the row), or,
+            with ``store_training_rows=True``, as rows encoded by the current encoder.
+            "fitted" draws z from ``latent_density_``, a Gaussian mixture with
             ``latent_density_components`` components fitted to the posterior means of those
             rows (ex-post density estimation, Ghosh et al. 2020): it follows the codes like the
-            aggregated posterior, but smooths between the stored rows and drops the encoder
+            aggregated posterior, but smooths between the sampled rows and drops the encoder
             noise; on digits, more of its samples lie as close to a held-out digit as real
             digits lie to each other (see the README). With covariates, the codes of the
-            stored rows are those given their own covariates, and every code is decoded
+            sampled rows are those given their own covariates, and every code is decoded
             with ``covariates``.
         covariates : array-like, default=None
             Required when the model has covariates, else must be None: the values of the
@@ -1020,12 +1048,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             z = torch.randn((n_samples, self.n_components_), **options)
             if latent == "aggregated_posterior":
                 rows = torch.randint(
-                    self._reservoir_rows.shape[0], (n_samples,), generator=generator,
+                    self._reservoir["keys"].shape[0], (n_samples,), generator=generator,
                     device=self._device,
                 )
-                stored = self._reservoir_covariates_or_none()
-                c = None if stored is None else stored.index_select(0, rows)
-                mean, logvar = self._encode(self._reservoir_rows.index_select(0, rows), None, c)
+                mean, logvar = self._reservoir_codes(rows)
                 z = mean + torch.exp(0.5 * logvar) * z
             elif latent == "fitted":
                 z = self._draw_fitted_latent(z, generator)
@@ -1038,9 +1064,6 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X = to_numpy(X, np.float64)
         warn_nan_rows(self, "sample", X, reason="the decoder's computation overflows for them")
         return self._full_layout(X, raw, np.float64)
-
-    def _reservoir_covariates_or_none(self):
-        return getattr(self, "_reservoir_covariates", None)  # absent in pickles of old
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -1070,10 +1093,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             if isinstance(optimizer_state, dict):
                 load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
-        for name in ("_reservoir_rows", "_reservoir_keys", "_reservoir_covariates"):
-            value = self.__dict__.get(name)
-            if isinstance(value, torch.Tensor):
-                setattr(self, name, value.to(self._device))
+        if isinstance(self.__dict__.get("_reservoir"), dict):
+            self._reservoir = moved(self._reservoir, self._device)
 
 
 def _encoded_width(encoder):

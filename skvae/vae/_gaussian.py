@@ -104,6 +104,15 @@ class GaussianVAE(BaseVAE):
         Components of the Gaussian mixture fitted to the codes of the training rows for
         ``sample(latent="fitted")`` (see ``latent_density_``).
 
+    store_training_rows : bool, default=False
+        Keep a uniform random sample of the training rows themselves (at most 100,000 rows
+        and 2**23 values) for ``sample(latent="aggregated_posterior")`` and
+        ``latent_density_``, encoded by the current encoder whenever they are used. False
+        keeps only their codes (the mean and log-variance of q(z | x) from the encoder at the
+        end of the ``fit`` / ``partial_fit`` call that trained on them), so the fitted model
+        and its pickle hold no training row. True puts a verbatim copy of that sample of the
+        training data into every pickle of the model: see Notes.
+
     warm_start : bool, default=False
         When True, ``fit`` continues from the weights of the previous fit instead of
         starting afresh (if the architecture parameters are unchanged).
@@ -196,6 +205,21 @@ class GaussianVAE(BaseVAE):
     ``n_importance_samples`` draws that are fixed when the model is fitted: two calls agree,
     and their value for a row does not depend on the other rows.
 
+    What a fitted model (and its pickle) holds of the training data: the network, the
+    per-feature means and standard deviations of the standardization and, for
+    ``sample(latent="aggregated_posterior")`` and ``latent_density_``, a uniform random
+    sample of at most 100,000 training rows (and 2**23 values), kept as their codes: the
+    mean and log-variance of q(z | x) of each row, 2 x ``n_components`` numbers, not the row.
+    A code is not its row, but ``inverse_transform`` decodes it to the model's
+    reconstruction of that row: share a model as you would share reconstructions of those
+    rows. ``store_training_rows=True`` keeps the rows (and their covariates) instead, so a
+    pickle then carries a verbatim copy of that sample of the training data. Rows of earlier
+    ``partial_fit`` calls and warm starts keep the codes the encoder gave them at the end of
+    their call (the rows are gone, so they cannot be encoded again): after the encoder has
+    moved a lot (early calls of a long stream), draws of those codes follow the current
+    model less well; with ``store_training_rows=True`` every stored row is encoded by the
+    current encoder.
+
     Threads: the estimator leaves torch's thread settings alone, so
     ``torch.set_num_threads``, ``OMP_NUM_THREADS`` and ``threadpoolctl.threadpool_limits``
     all apply. ``GridSearchCV(..., n_jobs=2)`` does not oversubscribe the cores: joblib starts
@@ -268,6 +292,7 @@ class GaussianVAE(BaseVAE):
         n_iter_no_change=10,
         n_importance_samples=100,
         latent_density_components=10,
+        store_training_rows=False,
         warm_start=False,
         device="auto",
         dtype="float32",
@@ -294,6 +319,7 @@ class GaussianVAE(BaseVAE):
         self.n_iter_no_change = n_iter_no_change
         self.n_importance_samples = n_importance_samples
         self.latent_density_components = latent_density_components
+        self.store_training_rows = store_training_rows
         self.warm_start = warm_start
         self.device = device
         self.dtype = dtype

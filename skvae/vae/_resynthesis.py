@@ -3,8 +3,8 @@ density fitted to the codes for ``sample(latent="fitted")``.
 
 :class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
 through ``BaseVAE``'s private helpers (``_rows``, ``_encode``, ``_decode_mean``, the
-reservoir of training rows, and the covariate helpers ``_given_covariates`` and
-``_full_layout``) and adds public methods only; ``sample`` calls
+codes of the sampled training rows ``_reservoir_codes``, and the covariate helpers
+``_given_covariates`` and ``_full_layout``) and adds public methods only; ``sample`` calls
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
 
@@ -226,10 +226,11 @@ class ResynthesisMixin:
         """The Gaussian mixture fitted to the posterior means of the training rows.
 
         The density of ``sample(latent="fitted")``, with ``latent_density_components``
-        components (at most one per stored row). It is fitted on first use (this attribute
-        or such a ``sample``), from the same rows as the aggregated posterior and a seed
-        fixed at ``fit``, so it is the same whenever it is computed; it is kept, pickled with
-        the model, and recomputed after ``fit`` / ``partial_fit`` or a change of
+        components (at most one per sampled row). It is fitted on first use (this attribute
+        or such a ``sample``), to the posterior means of the same sample of training rows as
+        the aggregated posterior (kept as codes, or as rows with ``store_training_rows=True``)
+        with a seed fixed at ``fit``, so it is the same whenever it is computed; it is kept,
+        pickled with the model, and recomputed after ``fit`` / ``partial_fit`` or a change of
         ``latent_density_components``.
         """
         return self._latent_density()["mixture"]
@@ -249,8 +250,7 @@ class ResynthesisMixin:
         if cached is not None and cached["requested"] == requested:
             return cached
         with torch.inference_mode():
-            codes = self._encode(self._reservoir_rows, None, self._reservoir_covariates_or_none(),
-                                 with_logvar=False)[0]
+            codes = self._reservoir_codes(with_logvar=False)[0]
         codes = to_numpy(codes, np.float64)
         mixture = GaussianMixture(
             n_components=min(int(requested), codes.shape[0]),
