@@ -56,7 +56,8 @@ class FactorAnalysisEM(BaseLinearGaussian):
         Floating point type of the computation.
 
     random_state : int, RandomState instance or None, default=None
-        Seeds the default draws of :meth:`sample` (the fit itself is deterministic).
+        Seeds the default draws of :meth:`sample` (the fit itself is deterministic). None
+        draws a seed from numpy's global random state, as scikit-learn does.
 
     verbose : int, default=0
         With 1 or more, print one line per iteration (profile and EM phases alike): iteration,
@@ -168,7 +169,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         return (W, psi) if init is None else (W, init)
 
     def _fit_complete(self, n_samples, mean, S, progress=None):
-        floor = self._noise_floor(S)
+        floor = self._noise_floor(S, per_feature=True)
         psi = self._initial_noise(S.shape[0], S)
         if psi is None:
             # Each feature's variance: on standardized data this is scikit-learn's start (ones),
