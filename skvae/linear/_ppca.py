@@ -50,6 +50,7 @@ class PPCA(BaseLinearGaussian):
 
     random_state : int, RandomState instance or None, default=None
         Seeds the random start of the EM solver and the default draws of :meth:`sample`.
+        None draws a seed from numpy's global random state, as scikit-learn does.
 
     verbose : int, default=0
         With 1 or more, print one line per EM iteration: iteration, mean log-likelihood per
