@@ -6,7 +6,8 @@ Each script runs in its own process, one after the other (so they do not compete
 cores), with the arguments listed in BENCHMARKS; ``--quick`` uses the smaller settings beside
 them (minutes instead of about an hour, for a smoke run: the figures are then not the ones to
 quote). The page records the machine (CPU model, cores, memory, GPU), the versions, the
-command line of every script and its wall time, then each script's output as it printed it.
+command line of every script, its wall time and CPU, then each script's output as it printed
+it.
 With ``--only``, the other scripts' sections of an existing RESULTS.md are kept.
 """
 
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "counts": ([], ["--epochs", "10"]),
     "missing": ([], ["--rates", "0.2"]),
     "parallel": ([], ["--epochs", "2"]),
+    "precision": ([], ["--datasets", "wine", "digits"]),
 }
 
 
@@ -81,6 +83,7 @@ def main():
 
     names = args.only or list(BENCHMARKS)
     kept = sections(RESULTS.read_text()) if args.only and RESULTS.exists() else {}
+    cpu_line = machine()[0][2:].split(";")[0]  # each section names the CPU it ran on
     for name in names:
         arguments = BENCHMARKS[name][1 if args.quick else 0]
         command = [sys.executable, str(HERE / f"{name}.py"), *arguments]
@@ -92,12 +95,13 @@ def main():
         status = "" if done.returncode == 0 else f", exit status {done.returncode}"
         output = done.stdout + (f"\n{done.stderr[-3000:]}" if done.returncode else "")
         kept[name] = (f"## {name}\n\n`{shown}` ({seconds / 60:.1f} min{status}, "
-                      f"{datetime.date.today()})\n\n```\n{output.rstrip()}\n```\n\n")
+                      f"{datetime.date.today()}; {cpu_line})\n\n```\n{output.rstrip()}\n```\n\n")
     header = [
         "# Benchmark results",
         "",
         "Written by `python benchmarks/run_all.py` (see its docstring); rerun it to regenerate "
-        "this page on your machine. Each section gives its command and when it ran.",
+        "this page on your machine. Each section gives its command, when it ran and on which "
+        "CPU; the machine of the latest run:",
         "",
         *machine(),
         "",

@@ -4,8 +4,6 @@ Nothing here knows about estimators; the estimators call these helpers so that e
 resolves ``device="auto"``, casts input and seeds its randomness the same way.
 """
 
-import warnings
-
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
@@ -67,14 +65,25 @@ def fallback_device(device):
 def as_tensor(X, *, device, dtype):
     """A tensor view or copy of ``X`` on ``device``; skvae never writes to the caller's memory.
 
-    A read-only array (a memory map, say) is viewed without a copy; torch warns that writing to
-    such a tensor is undefined, which is moot here, so that warning is silenced.
+    A read-only array (a memory map, say) is viewed through DLPack, which marks it read-only
+    instead of warning as ``torch.as_tensor`` does; where this numpy or torch cannot, it is
+    copied. No warning filter is touched: those are process-wide, and changing them from
+    several threads at once (``warnings.catch_warnings``) leaks filters.
     """
     if isinstance(X, torch.Tensor):
         return X.detach().to(device=device, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.as_tensor(np.asarray(X), device=device).to(dtype=dtype)
+    X = np.asarray(X)
+    if X.flags.writeable:
+        return torch.as_tensor(X, device=device).to(dtype=dtype)
+    tensor = None
+    if min(X.strides, default=0) >= 0:  # torch's DLPack import aborts on negative strides
+        try:
+            tensor = torch.from_dlpack(X)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass
+    if tensor is None:
+        tensor = torch.from_numpy(np.array(X))
+    return tensor.to(device=device, dtype=dtype)
 
 
 def to_numpy(tensor, dtype=None):

@@ -174,3 +174,26 @@ def test_rotation_is_sklearns_rotation_of_the_unrotated_loadings(rotation, cance
     rotated = FactorAnalysisEM(n_components=4, rotation=rotation, device="cpu").fit(cancer)
     expected = _ortho_rotation(plain.components_.T, method=rotation, tol=1e-8, max_iter=500)
     np.testing.assert_allclose(rotated.components_, expected, rtol=1e-12, atol=1e-14)
+
+
+# With gaps, float32 EM stops after 90 iterations (float64: 526), its rounding allowance being
+# float32's: 2.5 nats per row apart (33 before the per-feature floor).
+@pytest.mark.parametrize("gaps, nats", [(False, 1.0), (True, 3.0)], ids=["complete", "gaps"])
+def test_float32_keeps_columns_on_a_small_scale(gaps, nats):
+    # Raw breast cancer: areas vary by 1e5, fractal dimensions by 5e-5. A float32 noise floor
+    # of 1e-6 times the mean variance (4e-3) sat far above the small columns' variance and
+    # cost 33 nats per row; each column's floor is now relative to its own variance.
+    from sklearn.datasets import load_breast_cancer
+
+    X = load_breast_cancer().data
+    if gaps:
+        X = X.copy()
+        X[np.random.RandomState(0).uniform(size=X.shape) < 0.05] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        exact = FactorAnalysisEM(n_components=5, device="cpu").fit(X)
+        single = FactorAnalysisEM(n_components=5, dtype="float32", device="cpu").fit(X)
+    assert abs(single.score(X) - exact.score(X)) < nats
+    variances = np.nanvar(X, axis=0)
+    small = np.argsort(variances)[:5]  # the floor was 60 to 600 times their variance
+    assert np.all(single.noise_variance_[small] < variances[small])

@@ -268,11 +268,8 @@ def test_the_latent_density_names_its_own_parameter_when_it_does_not_converge(ga
     # naming latent_density_components.
     from skvae.vae import _resynthesis
 
-    class Hurried(GaussianMixture):  # as if the codes needed more than the iterations given
-        def __init__(self, **params):
-            super().__init__(**{**params, "max_iter": 1})
-
-    monkeypatch.setattr(_resynthesis, "GaussianMixture", Hurried)
+    # as if the codes needed more than the iterations given
+    monkeypatch.setattr(_resynthesis, "_MIXTURE_MAX_ITER", 2)
     model = clone(gaussian[0]).fit(gaussian[1])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -281,6 +278,27 @@ def test_the_latent_density_names_its_own_parameter_when_it_does_not_converge(ga
     assert len(messages) == 1, messages
     assert "latent_density_components=10" in messages[0]
     assert "sample(latent=\"fitted\")" in messages[0]
+
+
+@pytest.mark.parametrize("n, k, max_iter", [(300, 10, 200), (120, 3, 200), (300, 10, 4)])
+def test_the_latent_density_em_is_gaussian_mixture_fit_without_its_warning(n, k, max_iter):
+    # The mixture is fitted one warm-started step per call (so that scikit-learn never warns
+    # and no warning filter is needed): the same steps and result as one fit, bit for bit.
+    from skvae.vae._resynthesis import _fit_mixture_quietly
+
+    X = np.random.RandomState(n).standard_t(3, size=(n, 3))
+    quiet = GaussianMixture(k, covariance_type="full", random_state=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        converged = _fit_mixture_quietly(quiet, X, max_iter, 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = GaussianMixture(k, covariance_type="full", random_state=1, max_iter=max_iter,
+                                tol=1e-3).fit(X)
+    assert converged == plain.converged_ == (max_iter == 200)
+    assert quiet.n_iter_ == plain.n_iter_ and quiet.get_params() == plain.get_params()
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "lower_bounds_"):
+        np.testing.assert_array_equal(getattr(quiet, name), getattr(plain, name))
 
 
 def test_fitted_latent_density_is_refitted_when_the_model_changes(gaussian):

@@ -282,17 +282,24 @@ class BaseLinearGaussian(BaseLatentModel):
             )
         return params, loglikes
 
-    def _noise_floor(self, S):
+    def _noise_floor(self, S, per_feature=False):
         """Smallest noise variance allowed, relative to the mean variance of the data (``S``).
 
         1e-12 (float64) or 1e-6 (float32) times the mean of diag(S), so that c * X gets the
         floor of X times c^2 and fits stay scale equivariant; an absolute sqrt(tiny) keeps
-        all-constant data at a finite density.
+        all-constant data at a finite density. With ``per_feature`` (a diagonal noise) in
+        float32, each non-constant feature's floor is 1e-6 times its own variance instead:
+        1e-6 times the mean would sit above the variance of columns on a scale 1e3 times
+        smaller than the others (raw breast cancer lost 33 nats per row to it).
         """
         rel = 1e-12 if self._dtype == torch.float64 else 1e-6
         tiny = torch.finfo(self._dtype).tiny ** 0.5
         variances = S if getattr(S, "ndim", 2) == 1 else S.diagonal()  # diag(S) may be given
-        return max(rel * float(variances.mean()), tiny)
+        shared = max(rel * float(variances.mean()), tiny)
+        if not per_feature or self._isotropic or self._dtype == torch.float64:
+            return shared
+        own = (rel * variances).clamp_min(tiny)
+        return torch.where(variances > 0, own, torch.full_like(variances, shared))
 
     def _initial_loadings(self, S):
         """W and Psi from the PPCA solution on covariance ``S``: a deterministic EM start.
@@ -333,7 +340,7 @@ class BaseLinearGaussian(BaseLatentModel):
             scatter = DenseScatter(gauss._centred_scatter(centred, zero, gauss.ROW_CHUNK))
         W, psi = self._initial_loadings(scatter / n)
         variances = (centred * centred).sum(dim=0) / counts
-        floor = self._noise_floor(variances)
+        floor = self._noise_floor(variances, per_feature=True)
         return gauss.Params(W, psi.clamp_min(floor), mean), floor, variances
 
     def _set_fitted(self, mean, W, psi, loglikes):

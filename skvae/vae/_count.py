@@ -136,6 +136,7 @@ class CountVAE(BaseVAE):
         training, the importance draws of :meth:`score_samples` and the default draws of
         :meth:`sample`. An int gives the same fitted model, bit for bit, on the CPU at the same
         number of torch threads.
+        None draws a seed from numpy's global random state, as scikit-learn does.
 
     verbose : int, default=0
         With 1 or more, print one line per epoch: epoch, training loss, validation ELBO

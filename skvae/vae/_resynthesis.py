@@ -23,6 +23,36 @@ from .._base import _output_dtype, warn_nan_rows
 from ..nn import interpolation_path, sample_gaussian_mixture
 
 _LATENT_DENSITY = 3  # the SeedSequence key of the mixture's seed (see vae._base, derived_seed)
+# EM of the latent density: GaussianMixture's own defaults, with max_iter=200.
+_MIXTURE_MAX_ITER = 200
+_MIXTURE_TOL = 1e-3
+
+
+def _fit_mixture_quietly(mixture, X, max_iter, tol):
+    """``mixture.fit(X)`` with ``max_iter`` (at least 2) and ``tol``; whether it converged.
+
+    GaussianMixture warns when it stops at ``max_iter``, and silencing that takes
+    ``warnings.catch_warnings``, which changes the process-wide filters: not safe while other
+    threads run. So EM runs one warm-started call per step, each with the largest float as
+    ``tol`` (converged after its own step: no warning), and the stopping rule (a change of the
+    lower bound below ``tol``) is applied here. The steps, and so the fitted mixture, are those of one ``fit``
+    (bit for bit, tested); the parameters end as if that ``fit`` had been called.
+    """
+    params = mixture.get_params()
+    # max_iter=0 only initializes (scikit-learn does not warn then); the first bound
+    # compares with -inf, so the first call takes two steps to end below that tol.
+    mixture.set_params(max_iter=0, warm_start=True, tol=np.finfo(np.float64).max).fit(X)
+    mixture.set_params(max_iter=2).fit(X)
+    bounds = list(mixture.lower_bounds_)
+    converged = len(bounds) == 2 and abs(bounds[1] - bounds[0]) < tol
+    mixture.set_params(max_iter=1)
+    while not converged and len(bounds) < max_iter:
+        mixture.fit(X)
+        bounds.append(mixture.lower_bound_)
+        converged = abs(bounds[-1] - bounds[-2]) < tol
+    mixture.set_params(**{**params, "max_iter": max_iter, "tol": tol})
+    mixture.converged_, mixture.n_iter_, mixture.lower_bounds_ = converged, len(bounds), bounds
+    return converged
 
 
 class ResynthesisMixin:
@@ -255,28 +285,20 @@ class ResynthesisMixin:
         mixture = GaussianMixture(
             n_components=min(int(requested), codes.shape[0]),
             covariance_type="full",
-            max_iter=200,
             random_state=derived_seed(self._seed, _LATENT_DENSITY, bits=32),
         )
         # scikit-learn's own ConvergenceWarning would reach the user from a call that never
-        # mentioned a mixture: it comes back naming the parameter that sets it.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            mixture.fit(codes)
-        for warning in caught:
-            if issubclass(warning.category, ConvergenceWarning):
-                warnings.warn(
-                    f"{type(self).__name__}: the latent density of sample(latent=\"fitted\") "
-                    f"(a GaussianMixture of latent_density_components={requested} components "
-                    f"on the codes of the training rows) did not converge in "
-                    f"{mixture.max_iter} iterations; it is used as it is. Lower "
-                    "latent_density_components if the draws look off.",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-            else:
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
+        # mentioned a mixture: this one names the parameter that sets it.
+        if not _fit_mixture_quietly(mixture, codes, _MIXTURE_MAX_ITER, _MIXTURE_TOL):
+            warnings.warn(
+                f"{type(self).__name__}: the latent density of sample(latent=\"fitted\") "
+                f"(a GaussianMixture of latent_density_components={requested} components "
+                f"on the codes of the training rows) did not converge in "
+                f"{_MIXTURE_MAX_ITER} iterations; it is used as it is. Lower "
+                "latent_density_components if the draws look off.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         cached = {
             "requested": requested,
             "mixture": mixture,
