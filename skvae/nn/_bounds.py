@@ -178,16 +178,38 @@ def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None)
         _, u, target, c, m = _chunk(module, X, C, mask, start, rows)
         mean, logvar = module.encode_standardized(u, c, m)
         decode = _decoder(module, c)
-        lse = total = None
+        lse, total = _RunningLogSumExp(), None
         for k0 in range(0, K, draws):
             lw = log_weights(target, mean, logvar, eps[k0 : k0 + draws, None, :], decode, module,
                              m)
-            part = torch.logsumexp(lw, dim=0)
-            lse = part if lse is None else torch.logaddexp(lse, part)
+            lse.add(lw)
             total = lw.sum(dim=0) if total is None else total + lw.sum(dim=0)
-        iw[start:stop] = (lse - math.log(K))[: stop - start]
+        iw[start:stop] = (lse.value() - math.log(K))[: stop - start]
         lower[start:stop] = (total / K)[: stop - start]
     return iw, lower
+
+
+class _RunningLogSumExp:
+    """logsumexp over dim 0 of values added in steps: a running maximum and a running sum of
+    exp(value - maximum), so K draws give log(K) exactly when every log weight is 0 (a row
+    with nothing observed then scores exactly 0), which summing logs step by step would not."""
+
+    def __init__(self):
+        self.top = self.sum = None
+
+    def add(self, values):
+        top = values.amax(dim=0)
+        if self.top is not None:
+            top = torch.maximum(top, self.top)
+        shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        part = torch.exp(values - shift).sum(dim=0)
+        if self.top is not None:
+            part = part + self.sum * torch.exp(self.top - shift)
+        self.top, self.sum = top, part
+
+    def value(self):
+        shift = torch.where(torch.isfinite(self.top), self.top, torch.zeros_like(self.top))
+        return shift + torch.log(self.sum)
 
 
 def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
