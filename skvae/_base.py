@@ -201,8 +201,9 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         :meth:`_check_finite` itself before any value computed from X is returned.
         ``lazy_cast=True`` keeps float32 input as float32 in a float64 model, for callers that
         cast it chunk by chunk (a whole float64 copy would double the memory held).
-        ``cast=False`` keeps the float type validation gave (float32 or float64 for arrays),
-        for callers that take some columns at full precision and cast the rest themselves.
+        ``cast=False`` keeps the float type validation gave (float32, or float64 for any
+        other input), for callers that take some columns at full precision and cast the rest
+        themselves; those call :meth:`_check_given` on the columns they model.
         """
         if reset:
             self._device = resolve_device(self.device)
@@ -213,6 +214,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
             X = as_tensor(X, device=self._device, dtype=torch.float32 if X.dtype == np.float32
                           else torch.float64)
+        if cast:
+            self._check_given(X)
         if cast and not (lazy_cast and X.dtype == torch.float32):
             if reset and X.dtype == torch.float64 and self._dtype == torch.float32:
                 self._check_float32_holds(X)
@@ -259,8 +262,14 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         validate_data(self, np.broadcast_to(np.zeros((), dtype=np.float64), tuple(X.shape)),
                       reset=reset, dtype=None, ensure_all_finite=False,
                       ensure_min_samples=ensure_min_samples)
-        dtype = torch.float32 if X.dtype == torch.float32 else self._dtype
+        # float32 stays float32 and anything else becomes float64 (exact for integers up to
+        # 2**53), as for arrays: the values as given reach _check_given before any cast.
+        dtype = torch.float32 if X.dtype == torch.float32 else torch.float64
         return X.detach().to(device=self._device, dtype=dtype)
+
+    def _check_given(self, X):
+        """Raise if the values of ``X`` as given (float32 or float64, before the cast to the
+        model's dtype; NaN and infinity left to :meth:`_check_finite`) are not modelled."""
 
     def _check_float32_holds(self, X):
         """Raise when a float64 column varies but its float32 cast does not (in ``fit``).

@@ -257,6 +257,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X = self._check_input(X, reset=reset, check_finite=False, cast=False)
         columns = resolve_columns(self.covariates, self.n_features_in_, self._feature_names())
         if columns is None:  # an empty selection: no covariates
+            self._check_given(X)
             X = X.to(self._dtype)
             return X, self._check_finite(X), None, None
         x, has_nan, raw = self._split(X, columns, "X")
@@ -268,7 +269,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         modeled = np.setdiff1d(np.arange(X.shape[1]), columns)
         raw = to_numpy(X[:, torch.as_tensor(columns, device=X.device)], np.float64)
         check_observed(raw, columns, self._feature_names(), where)
-        x = X[:, torch.as_tensor(modeled, device=X.device)].to(self._dtype)
+        x = X[:, torch.as_tensor(modeled, device=X.device)]
+        self._check_given(x)
+        x = x.to(self._dtype)
         return x, self._check_finite(x), raw
 
     def _covariate_tensor(self, encoder, raw, columns, where):

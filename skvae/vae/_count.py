@@ -9,8 +9,12 @@ from ..nn import (
     NegativeBinomialLikelihood,
     PoissonLikelihood,
     ZeroInflatedNegativeBinomialLikelihood,
+    kl_standard_normal,
 )
 from ._base import BaseVAE
+
+# The largest integer up to which float32 holds every integer exactly.
+_FLOAT32_EXACT = 2**24
 
 _LIKELIHOODS = {
     "poisson": PoissonLikelihood,
@@ -191,7 +195,14 @@ class CountVAE(BaseVAE):
     its effect back. Covariate values are numbers (integer codes for categories: map
     string labels with e.g. ``pandas.factorize`` first).
 
-    X must hold non-negative integers (in any numeric dtype); NaN and inf are rejected.
+    X must hold non-negative integers (in any numeric dtype), checked as given, before any
+    cast; NaN and inf are rejected. float32 (the default ``dtype``) holds every integer
+    exactly only up to 2**24 = 16777216: counts above it are refused unless the model
+    computes in float64 (``dtype="float64"``, exact up to 2**53).
+
+    An all-zero row (library size 0) has log p(x | l = 0) = 0 exactly, whatever z:
+    ``score_samples`` returns 0 for it, ``elbo_samples`` the closed-form -KL(q(z | x) || p(z))
+    and ``score_breakdown`` a reconstruction term of 0.
 
     ``score_samples`` is the importance-weighted estimate of log p(x | l), l = sum_j x_j, in
     nats: for each library size a normalized probability mass function over count rows, as
@@ -314,20 +325,57 @@ class CountVAE(BaseVAE):
             "sklearn.impute.SimpleImputer(strategy='median') in a Pipeline)."
         )
 
-    def _check_values(self, X):
+    def _check_given(self, X):
+        """Raise unless the values of X as given (before the cast to ``dtype``) are counts
+        the model's dtype holds exactly; NaN and infinity are left to ``_check_finite``."""
         advice = ("Pass raw counts (e.g. UMIs per gene and cell, not normalized or "
                   "log-transformed values), or use GaussianVAE for real-valued data.")
-        negative = int(torch.count_nonzero(X < 0))
+        finite = torch.isfinite(X)
+        negative = int(torch.count_nonzero((X < 0) & finite))
         if negative:
+            smallest = float(torch.where(finite, X, torch.zeros((), dtype=X.dtype,
+                                                                device=X.device)).min())
             raise ValueError(
                 f"Negative values in data passed to CountVAE: X has {negative} negative "
-                f"entries (smallest {float(X.min()):.4g}), but CountVAE models counts. {advice}"
+                f"entries (smallest {smallest:.4g}), but CountVAE models counts. {advice}"
             )
-        fractional = int(torch.count_nonzero(X != torch.round(X)))
-        if fractional:
+        fractional = (X != torch.round(X)) & finite
+        n_fractional = int(torch.count_nonzero(fractional))
+        if n_fractional:
+            example = float(X[fractional][0])
             raise ValueError(
-                f"CountVAE models counts, but X has {fractional} non-integer entries. {advice}"
+                f"CountVAE models counts, but X has {n_fractional} non-integer entries (e.g. "
+                f"{example!r}). {advice}"
             )
+        if self._dtype == torch.float32:
+            beyond = finite & (X > _FLOAT32_EXACT)
+            n_beyond = int(torch.count_nonzero(beyond))
+            if n_beyond:
+                largest = float(X[beyond].max())
+                raise ValueError(
+                    f"X has {n_beyond} count(s) above 2**24 = {_FLOAT32_EXACT} (largest "
+                    f"{largest:.0f}), the largest integers float32 holds exactly, and this "
+                    "CountVAE computes in float32: they would be rounded, so rows that differ "
+                    "by a few counts would score the same. Fit with dtype='float64', which "
+                    "holds counts exactly up to 2**53."
+                )
+
+    def _bounds(self, rows):
+        """The bounds of :class:`BaseVAE`, exact for all-zero rows (library size 0).
+
+        l = 0 forces every count to 0, so log p(x | z, l = 0) = 0 for every z: such a row
+        has log p(x | l) = 0 exactly and, for the encoder's q, ELBO = -KL(q || p) in closed
+        form (the KL of :meth:`score_breakdown`, from the same encoding of the same rows).
+        """
+        iw, lower = super()._bounds(rows)
+        with torch.inference_mode():
+            empty = (rows.x == 0).all(dim=-1)
+            if not bool(empty.any()):
+                return iw, lower
+            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
+            kl = kl_standard_normal(mean, logvar).to(iw.dtype)
+            zero = torch.zeros((), dtype=iw.dtype, device=iw.device)
+            return torch.where(empty, zero, iw), torch.where(empty, -kl, lower)
 
     def _after_fit(self):
         likelihood = self.module_.likelihood
