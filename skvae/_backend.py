@@ -68,13 +68,17 @@ def as_tensor(X, *, device, dtype):
     """A tensor view or copy of ``X`` on ``device``; skvae never writes to the caller's memory.
 
     A read-only array (a memory map, say) is viewed without a copy; torch warns that writing to
-    such a tensor is undefined, which is moot here, so that warning is silenced.
+    such a tensor is undefined, which is moot here, so that warning is silenced. torch cannot
+    view an array with a negative stride (``X[::-1]``, ``np.flip(X)``): that one is copied.
     """
     if isinstance(X, torch.Tensor):
         return X.detach().to(device=device, dtype=dtype)
+    X = np.asarray(X)
+    if any(stride < 0 for stride in X.strides):
+        X = X.copy()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.as_tensor(np.asarray(X), device=device).to(dtype=dtype)
+        return torch.as_tensor(X, device=device).to(dtype=dtype)
 
 
 def to_numpy(tensor, dtype=None):

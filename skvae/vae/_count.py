@@ -429,7 +429,8 @@ class CountVAE(BaseVAE):
 
         def emit(params, generator, mean_only):
             likelihood = self.module_.likelihood
-            l = torch.as_tensor(library, dtype=params.dtype, device=params.device)
+            l = torch.as_tensor(np.ascontiguousarray(library), dtype=params.dtype,
+                                device=params.device)
             l = l.expand(params.shape[0]).unsqueeze(-1)
             if mean_only:  # E[x | z, l]: the mean at the average library, rescaled to l
                 return likelihood.mean(params) * (l / likelihood.mean_library())
