@@ -274,8 +274,10 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
     def _check_float32_holds(self, X):
         """Raise when a float64 column varies but its float32 cast does not (in ``fit``).
 
-        Values below float32's smallest normal (about 1.2e-38) become subnormal or 0 in a
-        float32 model: a column made only of them would silently become a constant.
+        Two causes: values below float32's smallest normal (about 1.2e-38) become subnormal or
+        0, and a spread below float32's resolution at the column's magnitude (7 digits: a
+        column of 1e12 + noise) rounds away. Either way a float32 model would silently see a
+        constant.
         """
         rows = max(1, 2**20 // max(1, X.shape[1]))
         low = high = None  # per column, row 0: in float64, row 1: after the float32 cast
@@ -291,14 +293,28 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         width64, width32 = high - low
         lost = (width64 > 0) & (width32 < tiny)  # NaN widths (gaps) compare False
         if bool(lost.any()):
-            columns = torch.nonzero(lost).flatten().tolist()
-            raise ValueError(
-                f"X column(s) {columns[:10]} vary in float64 but not in float32 (their values "
-                f"are below {tiny:.3g}, the smallest normal float32), so this "
-                f"{type(self).__name__} computing in float32 would see them as constant. "
-                "Rescale those columns (e.g. sklearn.preprocessing.StandardScaler in a "
-                "Pipeline), drop them, or fit with dtype='float64'."
-            )
+            raise ValueError(self._float32_lost_message(lost, low[0], high[0], width64))
+
+    def _float32_lost_message(self, lost, low, high, width):
+        """The error of :meth:`_check_float32_holds` for the ``lost`` columns, by cause."""
+        tiny = torch.finfo(torch.float32).tiny
+        magnitude = torch.maximum(low.abs(), high.abs())
+        small = lost & (magnitude < tiny)
+        columns = torch.nonzero(small if bool(small.any()) else lost).flatten().tolist()
+        start = (f"X column(s) {columns[:10]} vary in float64 but not in float32, so this "
+                 f"{type(self).__name__} computing in float32 would see them as constant: ")
+        if bool(small.any()):
+            cause = (f"their values are below {tiny:.3g}, the smallest normal float32. Rescale "
+                     "those columns (e.g. sklearn.preprocessing.StandardScaler in a Pipeline), "
+                     "drop them, or fit with dtype='float64'.")
+        else:
+            j = columns[0]
+            cause = (f"their spread is below float32's resolution at their magnitude (column "
+                     f"{j}: values of about {float(magnitude[j]):.3g} that vary by "
+                     f"{float(width[j]):.3g}; float32 keeps about 7 significant digits). "
+                     "Centre them (e.g. sklearn.preprocessing.StandardScaler in a Pipeline) "
+                     "or fit with dtype='float64'.")
+        return start + cause
 
     def _check_finite(self, X):
         """Raise on infinity, and on NaN unless the model accepts it; return whether NaN is in X."""
@@ -311,13 +327,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         rows = max(1, 2**20 // max(1, X.shape[1]))
         chunks = [X[i : i + rows] for i in range(0, X.shape[0], rows)]
         if any(bool(torch.isinf(chunk).any()) for chunk in chunks):
-            limit = torch.finfo(X.dtype).max
-            raise ValueError(
-                "X contains infinity. Remove or replace the infinite entries (set them to NaN "
-                f"if they stand for missing values{self._nan_accepted_suffix()}). Values beyond "
-                f"{limit:.3g} also become infinite in {X.dtype}: rescale X, e.g. with "
-                "sklearn.preprocessing.StandardScaler."
-            )
+            raise ValueError(self._infinity_message(X))
         if not any(bool(torch.isnan(chunk).any()) for chunk in chunks):
             return False  # finite entries whose sum overflowed
         hint = self._nan_policy()
@@ -325,8 +335,27 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             raise ValueError(f"Input X contains NaN. {hint}")
         return True
 
-    def _nan_accepted_suffix(self):
-        return ": this model treats NaN as missing" if self._nan_policy() is None else ""
+    def _infinity_message(self, X):
+        """The error for infinite entries in ``X`` (as validated, in ``X.dtype``)."""
+        message = "X contains infinity"
+        cast = X.dtype == torch.float32 and self._dtype == torch.float32
+        if cast:
+            message += (f", or values beyond {torch.finfo(torch.float32).max:.3g} in magnitude, "
+                        "which become infinite in float32")
+        message += ". Remove or replace the infinite entries"
+        if self._nan_policy() is None:
+            message += (" (or set them to NaN if they stand for missing values: this model "
+                        "treats NaN as missing)")
+        if cast:
+            message += f". For values beyond the float32 range, {self._range_hint()}"
+        return message + "."
+
+    def _range_hint(self):
+        """How to bring values beyond the float32 range within a model's reach."""
+        hint = "rescale X (e.g. with sklearn.preprocessing.StandardScaler)"
+        if self._dtype == torch.float32:
+            hint += " or fit with dtype='float64'"
+        return hint
 
     def _check_latent(self, Z):
         """Validate latent codes for ``inverse_transform``: (n, n_components_) -> tensor."""

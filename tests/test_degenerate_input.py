@@ -72,3 +72,72 @@ def test_negative_stride_parameters_are_accepted():
     FactorAnalysisEM(n_components=2, device="cpu", noise_variance_init=np.ones(10)[::2]).fit(X)
     model = CountVAE(**VAE).fit(_data("counts"))
     assert model.sample(3, library_size=np.array([10.0, 20.0, 30.0])[::-1]).shape == (3, 5)
+
+
+# ---- messages that are true for the value that triggered them
+
+def test_an_offset_float32_cannot_resolve_is_not_blamed_on_tiny_values():
+    X = _data("real") + 1e12  # float32's spacing at 1e12 is 65536: every column one value
+    with pytest.raises(ValueError) as error:
+        GaussianVAE(**VAE).fit(X)
+    message = str(error.value)
+    assert "below 1.18e-38" not in message and "smallest normal" not in message
+    assert "column(s) [0, 1, 2, 3, 4]" in message and "1e+12" in message
+    assert "dtype='float64'" in message and "StandardScaler" in message
+    GaussianVAE(**{**VAE, "dtype": "float64"}).fit(X)  # float64 resolves them
+
+
+def test_tiny_float64_values_are_still_named_as_tiny():
+    X = _data("real")
+    X[:, 1] = np.random.RandomState(1).uniform(1, 2, size=X.shape[0]) * 1e-50
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\].*below 1.18e-38.*dtype='float64'"):
+        GaussianVAE(**VAE).fit(X)
+
+
+@pytest.mark.parametrize("value, shown", [(1 + 1e-7, "1.0000001"), (-1e-7, "-1e-07"),
+                                          (1.5, "1.5")])
+def test_bernoulli_names_the_value_outside_the_unit_interval(value, shown):
+    X = _data("binary")
+    X[2, 3] = value
+    with pytest.raises(ValueError) as error:
+        BernoulliVAE(**VAE).fit(X)
+    message = str(error.value)
+    assert "outside [0, 1]" in message and shown in message, message
+    assert "values in [0, 1]" not in message
+
+
+@pytest.mark.parametrize("value", [np.inf, 1e39])
+def test_count_vae_infinity_message_suggests_neither_nan_nor_a_scaler(value):
+    X = _data("counts")
+    X[0, 0] = value
+    with pytest.raises(ValueError) as error:
+        CountVAE(**VAE).fit(X)
+    message = str(error.value)
+    assert "NaN" not in message and "StandardScaler" not in message, message
+    if value == np.inf:
+        assert "infinity" in message
+    else:
+        assert "dtype='float64'" in message
+
+
+@pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM, GaussianVAE])
+def test_infinity_message_offers_nan_only_where_nan_is_missing(cls):
+    X = _data("real")
+    X[0, 0] = np.inf
+    params = VAE if cls is GaussianVAE else dict(n_components=2, device="cpu")
+    with pytest.raises(ValueError, match="contains infinity.*NaN.*missing"):
+        cls(**params).fit(X)
+    with pytest.raises(ValueError) as error:
+        PPCA(n_components=2, solver="eigh", device="cpu").fit(X)
+    assert "contains infinity" in str(error.value) and "NaN" not in str(error.value)
+
+
+def test_values_beyond_float32_say_so_only_in_float32():
+    X = _data("real")
+    X[0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"beyond 3.4e\+38.*float32.*dtype='float64'"):
+        GaussianVAE(**VAE).fit(X)
+    X[0, 0] = np.inf
+    with pytest.raises(ValueError) as error:
+        GaussianVAE(**{**VAE, "dtype": "float64"}).fit(X)
+    assert "float32" not in str(error.value)

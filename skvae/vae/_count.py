@@ -325,6 +325,10 @@ class CountVAE(BaseVAE):
             "sklearn.impute.SimpleImputer(strategy='median') in a Pipeline)."
         )
 
+    def _range_hint(self):
+        """Counts cannot be rescaled: a wider dtype is the fix."""
+        return "fit with dtype='float64'"
+
     def _check_given(self, X):
         """Raise unless the values of X as given (before the cast to ``dtype``) are counts
         the model's dtype holds exactly; NaN and infinity are left to ``_check_finite``."""
