@@ -159,7 +159,50 @@ def _caller_values(X, dtype):
     ``impute`` returns for the observed entries, never rounded through the model's dtype."""
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy().astype(dtype, copy=True)
-    return check_array(X, dtype=dtype, ensure_all_finite=False, copy=True)
+    return check_array(_numeric_columns(X), dtype=dtype, ensure_all_finite=False, copy=True)
+
+
+def _is_dataframe(X):
+    """Whether ``X`` is a pandas DataFrame (checked without importing pandas)."""
+    return type(X).__module__.split(".")[0] == "pandas" and hasattr(X, "columns")
+
+
+def _numeric_columns(X):
+    """``X`` with the object and text columns of a DataFrame made numbers, else ``X`` itself.
+
+    pandas' missing markers (``pd.NA``, ``None``) in such a column become NaN, as they do in
+    pandas' nullable numeric columns; a column of dates, durations or periods, or one holding
+    text that is not a number, is an error naming the column.
+    """
+    if not _is_dataframe(X):
+        return X
+    import pandas as pd  # X is a DataFrame: pandas is there
+
+    converted = {}
+    for j, (name, dtype) in enumerate(X.dtypes.items()):
+        if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(
+                dtype, pd.PeriodDtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise ValueError(
+                f"X column {name!r} holds {dtype} values (dates or durations), not numbers. "
+                "Convert it first (e.g. to elapsed seconds, or to calendar features such as "
+                "the day of the year), or drop it."
+            )
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            try:
+                converted[j] = pd.to_numeric(X.iloc[:, j]).to_numpy(dtype=np.float64,
+                                                                   na_value=np.nan)
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"X column {name!r} must be numeric, but it holds non-numeric values "
+                    f"({error}). Encode text or categorical columns as numbers first, e.g. "
+                    "with sklearn.preprocessing.OneHotEncoder in a ColumnTransformer."
+                ) from error
+    if not converted:
+        return X
+    X = X.copy(deep=False)
+    for j, column in converted.items():
+        X.isetitem(j, column)
+    return X
 
 
 class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -229,7 +272,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         try:
             return validate_data(
                 self,
-                X,
+                _numeric_columns(X),
                 reset=reset,
                 accept_sparse=False,
                 dtype=[np.float64, np.float32],
