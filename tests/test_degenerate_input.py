@@ -191,3 +191,28 @@ def test_columns_of_dates_or_text_are_errors_naming_x_and_the_column(estimator, 
     for method in ("transform", "score_samples"):
         with pytest.raises(ValueError, match=rf"X column 'when' .*{what}"):
             getattr(model, method)(frame)
+
+
+# ---- NaN beside a huge value in the linear models
+
+@pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
+@pytest.mark.parametrize("dtype, huge, fits", [("float64", 1e150, True), ("float64", 1e160, False),
+                                               ("float32", 1e17, True), ("float32", 1e20, False)])
+def test_nan_beside_a_huge_value_fits_or_says_why(cls, dtype, huge, fits):
+    X = _data("real", n=60, d=4)
+    X[0, 0] = np.nan
+    X[1, 1] = huge
+    model = cls(n_components=1, device="cpu", dtype=dtype)
+    if fits:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X)
+            scores = model.score_samples(X)
+        assert np.all(np.isfinite(scores)) and np.all(np.isfinite(model.noise_variance_))
+        return
+    with pytest.raises(ValueError, match=r"X is too large in magnitude.*Rescale X") as error:
+        model.fit(X)
+    assert ("dtype='float64'" in str(error.value)) == (dtype == "float32")
+    X[0, 0] = 0.0  # complete rows: the same error
+    with pytest.raises(ValueError, match=r"X is too large in magnitude"):
+        cls(n_components=1, device="cpu", dtype=dtype).fit(X)

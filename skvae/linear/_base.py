@@ -197,13 +197,20 @@ class BaseLinearGaussian(BaseLatentModel):
         d = X.shape[1]
         merged = merge_moments(stats, X, low_rank=lambda rows: self._keeps_factor(rows, d, whole),
                                dtype=self._dtype)
-        if not merged[2].is_finite():
-            raise ValueError(
-                f"X is too large in magnitude: its covariance overflows {self._dtype} "
-                "(|x| above about 1e150 in float64, 1e18 in float32). Rescale X first, e.g. "
-                "with sklearn.preprocessing.StandardScaler in a Pipeline."
-            )
+        self._check_covariance_finite(merged[2].is_finite())
         return merged
+
+    def _check_covariance_finite(self, finite):
+        """Raise the error for data whose covariance overflows the dtype unless ``finite``."""
+        if finite:
+            return
+        wider = " or fit with dtype='float64'" if self._dtype == torch.float32 else ""
+        raise ValueError(
+            f"X is too large in magnitude: its covariance overflows "
+            f"{str(self._dtype).replace('torch.', '')} (|x| above about 1e150 in float64, 1e18 "
+            f"in float32). Rescale X first, e.g. with sklearn.preprocessing.StandardScaler in a "
+            f"Pipeline{wider}."
+        )
 
     def _keeps_factor(self, rows, n_features, whole):
         """Whether the scatter of ``rows`` rows is kept as a factor (see ``_moments``).
@@ -324,13 +331,15 @@ class BaseLinearGaussian(BaseLatentModel):
         reference = X[first, torch.arange(X.shape[1], device=X.device)]
         mean = reference + torch.where(mask, X - reference, zero).sum(dim=0) / counts
         centred = torch.where(mask, X - mean, zero)
+        variances = (centred * centred).sum(dim=0) / counts
+        # Off-diagonal entries of the scatter are bounded by these (Cauchy-Schwarz).
+        self._check_covariance_finite(bool(torch.isfinite(variances).all()))
         n, d = X.shape
         if n < d:
             scatter = LowRankScatter(centred)
         else:
             scatter = DenseScatter(gauss._centred_scatter(centred, zero, gauss.ROW_CHUNK))
         W, psi = self._initial_loadings(scatter / n)
-        variances = (centred * centred).sum(dim=0) / counts
         floor = self._noise_floor(variances)
         return gauss.Params(W, psi.clamp_min(floor), mean), floor, variances
 
