@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._backend import as_tensor, fallback_device, resolve_device, resolve_dtype
+from ._backend import as_tensor, fallback_device, resolve_device, resolve_dtype, to_numpy
 from ._compat import validate_data
 from ._version import __version__
 
@@ -257,15 +257,18 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
             X = as_tensor(X, device=self._device, dtype=torch.float32 if X.dtype == np.float32
                           else torch.float64)
-        if cast:
-            self._check_given(X)
+        given = X
         if cast and not (lazy_cast and X.dtype == torch.float32):
             if reset and X.dtype == torch.float64 and self._dtype == torch.float32:
                 self._check_float32_holds(X)
             X = X.to(self._dtype)
         if not check_finite:
+            if cast:
+                self._check_given(given)
             return X
         has_nan = self._check_finite(X)
+        if cast:  # after the NaN and infinity checks, whose errors come first
+            self._check_given(given)
         return (X, has_nan) if return_has_nan else X
 
     def _check_array(self, X, *, reset, ensure_min_samples):
@@ -417,6 +420,84 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         if not torch.isfinite(Z).all():
             raise ValueError("Z contains NaN or infinity; latent codes must be finite.")
         return Z
+
+    # ------------------------------------------------------------------ constant columns
+    def _note_column_range(self, X, *, reset, columns=None):
+        """Track the range of each column of the training rows ``X`` (NaN ignored).
+
+        ``reset`` starts afresh (a new fit), else the range of the rows seen before is
+        widened (``partial_fit``, a warm start, the next block of a stream). ``columns`` are
+        the indices in the caller's X of the columns of ``X`` (None: all, in order).
+        """
+        if reset or getattr(self, "_column_low", None) is None:
+            self._column_low = self._column_high = None
+        if X.shape[0] == 0:
+            return
+        rows = max(1, 2**20 // max(1, X.shape[1]))
+        inf = torch.tensor(float("inf"), dtype=X.dtype, device=X.device)
+        with torch.no_grad():
+            for i in range(0, X.shape[0], rows):  # chunks: no full-size temporaries
+                chunk = X[i : i + rows]
+                missing = torch.isnan(chunk)
+                low = to_numpy(torch.where(missing, inf, chunk).amin(dim=0), np.float64)
+                high = to_numpy(torch.where(missing, -inf, chunk).amax(dim=0), np.float64)
+                if self._column_low is not None:
+                    low = np.minimum(self._column_low, low)
+                    high = np.maximum(self._column_high, high)
+                self._column_low, self._column_high = low, high
+        self._column_index = (np.arange(X.shape[1]) if columns is None
+                              else np.asarray(columns, dtype=np.intp))
+
+    def _constant_columns(self):
+        """Positions (in the tracked columns) of the columns constant in the training rows."""
+        low = getattr(self, "_column_low", None)
+        return np.empty(0, dtype=np.intp) if low is None else np.flatnonzero(
+            low == self._column_high)
+
+    def _column_labels(self, positions):
+        """The caller's names (or indices) of the tracked columns at ``positions``, first 10."""
+        index = self._column_index[positions[:10]]
+        names = getattr(self, "feature_names_in_", None)
+        labels = [str(names[j]) if names is not None else int(j) for j in index]
+        return f"{labels}" if len(positions) <= 10 else f"{labels[:10]} and {len(positions) - 10} more"
+
+    def _warn_constant_columns(self):
+        """Warn (at the end of a fit) about the columns constant in all training rows."""
+        constant = self._constant_columns()
+        if constant.size:
+            warnings.warn(
+                f"{type(self).__name__}: {constant.size} column(s) {self._column_labels(constant)} "
+                "of X are constant in the training data: the model learns (almost) no variance "
+                "there, so a later row with another value in such a column gets an extremely "
+                "low score (score_samples then warns). Drop them before fitting (e.g. "
+                "sklearn.feature_selection.VarianceThreshold in a Pipeline) unless later data "
+                "hold the same values.",
+                UserWarning,
+            )
+
+    def _warn_rows_off_constant_columns(self, X):
+        """Warn once, naming the rows of the validated ``X`` (the tracked columns) whose
+        value in a column constant in the training rows differs from that value."""
+        constant = self._constant_columns()
+        if not constant.size or X.shape[0] == 0:
+            return
+        with torch.no_grad():
+            values = X[:, torch.as_tensor(constant, device=X.device)]
+            training = torch.as_tensor(self._column_low[constant], device=X.device).to(X.dtype)
+            off = (values != training) & ~torch.isnan(values)
+            rows = torch.nonzero(off.any(dim=1)).flatten()
+            if rows.numel() == 0:
+                return
+            columns = constant[to_numpy(off.any(dim=0))]
+        rows = rows.tolist()
+        listed = f"{rows[:10]}" + ("" if len(rows) <= 10 else f" and {len(rows) - 10} more")
+        warnings.warn(
+            f"{type(self).__name__}: {len(rows)} row(s) of X {listed} differ from the value "
+            f"that column(s) {self._column_labels(columns)} held in every training row. The "
+            "model saw no variation there, so the scores of these rows mostly measure that "
+            "difference and can be extremely low.",
+            UserWarning,
+        )
 
     # ------------------------------------------------------------------ shared surface
     def score(self, X, y=None):

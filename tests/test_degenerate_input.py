@@ -187,7 +187,7 @@ def test_columns_of_dates_or_text_are_errors_naming_x_and_the_column(estimator, 
     frame["when"] = column(X.shape[0])
     with pytest.raises(ValueError, match=rf"X column 'when' .*{what}"):
         estimator.fit(frame)
-    model = type(estimator)(**estimator.get_params()).fit(_frame(X).assign(when=0.0))
+    model = type(estimator)(**estimator.get_params()).fit(_frame(X).assign(when=X[:, 0]))
     for method in ("transform", "score_samples"):
         with pytest.raises(ValueError, match=rf"X column 'when' .*{what}"):
             getattr(model, method)(frame)
@@ -216,3 +216,72 @@ def test_nan_beside_a_huge_value_fits_or_says_why(cls, dtype, huge, fits):
     X[0, 0] = 0.0  # complete rows: the same error
     with pytest.raises(ValueError, match=r"X is too large in magnitude"):
         cls(n_components=1, device="cpu", dtype=dtype).fit(X)
+
+
+# ---- columns constant in the training data
+
+def _constant_messages(caught, what):
+    return [str(w.message) for w in caught if what in str(w.message)]
+
+
+def _with_constant_column(kind):
+    X = _data(kind)
+    X[:, 2] = {"real": 3.0, "binary": 0.0, "counts": 0.0}[kind]
+    return X
+
+
+@pytest.mark.parametrize("estimator, kind", ESTIMATORS, ids=IDS)
+def test_constant_columns_warn_at_fit_and_their_rows_at_scoring(estimator, kind):
+    X = _with_constant_column(kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = estimator.fit(X)
+    fit_messages = _constant_messages(caught, "constant in the training data")
+    assert len(fit_messages) == 1 and "column(s) [2]" in fit_messages[0], fit_messages
+    assert "VarianceThreshold" in fit_messages[0]
+
+    test = X[:6].copy()
+    test[[1, 4], 2] = 1.0  # off the training value in the constant column
+    methods = ["score_samples", "score"] + (
+        ["elbo_samples", "score_breakdown"] if hasattr(model, "elbo_samples") else [])
+    for method in methods:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            getattr(model, method)(test)
+        messages = _constant_messages(caught, "held in every training row")
+        assert len(messages) == 1, (method, messages)  # once per call
+        assert "2 row(s) of X [1, 4]" in messages[0] and "column(s) [2]" in messages[0]
+    with warnings.catch_warnings(record=True) as caught:  # rows at the training value: silent
+        warnings.simplefilter("always")
+        model.score_samples(X[:6])
+    assert not _constant_messages(caught, "held in every training row")
+
+
+def test_constant_columns_are_named_by_feature_name_and_tracked_over_partial_fit():
+    X = _with_constant_column("real")
+    frame = pd.DataFrame(X, columns=list("abcde"))
+    with pytest.warns(UserWarning, match=r"column\(s\) \['c'\] .*constant"):
+        PPCA(n_components=2, device="cpu").fit(frame)
+    model = PPCA(n_components=2, device="cpu")
+    with pytest.warns(UserWarning, match="constant in the training data"):
+        model.partial_fit(X[:20])
+    Y = X[20:].copy()
+    Y[0, 2] = 4.0  # the column varies once all chunks are seen
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.partial_fit(Y)
+        model.score_samples(Y)
+    assert not _constant_messages(caught, "constant in the training data")
+    assert not _constant_messages(caught, "held in every training row")
+
+
+def test_a_covariate_column_is_not_a_modeled_constant_and_names_keep_x_columns():
+    X = _with_constant_column("real")
+    X[:, 0] = np.arange(X.shape[0]) % 2  # a batch covariate
+    model = GaussianVAE(**VAE, covariates=[0])
+    with pytest.warns(UserWarning, match=r"column\(s\) \[2\] .*constant"):
+        model.fit(X)
+    test = X[:3].copy()
+    test[2, 2] = -1.0
+    with pytest.warns(UserWarning, match=r"1 row\(s\) of X \[2\].*column\(s\) \[2\]"):
+        model.score_samples(test)

@@ -112,6 +112,7 @@ class BaseLinearGaussian(BaseLatentModel):
                                        lazy_cast=True)
         n_samples, n_features = X.shape
         self.n_components_ = self._resolve_n_components(n_samples, n_features)
+        self._note_column_range(X, reset=True)
         if has_nan:
             self._stats = None
             X = X.to(self._dtype)
@@ -119,6 +120,7 @@ class BaseLinearGaussian(BaseLatentModel):
         else:
             self._stats = self._merged((0, None, None), X, whole=True)
             self._fit_from_stats()
+        self._warn_constant_columns()
         return self
 
     def _fit_blocks(self, blocks):
@@ -133,6 +135,7 @@ class BaseLinearGaussian(BaseLatentModel):
                     "which needs complete rows (EM over missing entries revisits every row at "
                     "each iteration). Fit X.compute() in memory, or impute the gaps first."
                 )
+            self._note_column_range(X, reset=stats[0] == 0)
             stats = self._merged(stats, X, whole=False)
             del block, X  # before the next block is computed: one block in memory at a time
         if stats[0] < 2:
@@ -143,6 +146,7 @@ class BaseLinearGaussian(BaseLatentModel):
         self.n_components_ = self._resolve_n_components(stats[0], self.n_features_in_)
         self._stats = stats
         self._fit_from_stats()
+        self._warn_constant_columns()
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -185,8 +189,10 @@ class BaseLinearGaussian(BaseLatentModel):
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
         self._stats = self._merged(stats, X, whole=False)
+        self._note_column_range(X, reset=first)
         self.n_components_ = n_components
         self._fit_from_stats()
+        self._warn_constant_columns()
         return self
 
     def _merged(self, stats, X, *, whole):
@@ -505,6 +511,7 @@ class BaseLinearGaussian(BaseLatentModel):
                     part = gauss.chunked_masked_posterior(chunk, ~torch.isnan(chunk), mu, W,
                                                           psi)[2]
             loglik[rows] = to_numpy(part)
+        self._warn_rows_off_constant_columns(X)
         return loglik
 
     @blockwise
