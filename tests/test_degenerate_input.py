@@ -285,3 +285,23 @@ def test_a_covariate_column_is_not_a_modeled_constant_and_names_keep_x_columns()
     test[2, 2] = -1.0
     with pytest.warns(UserWarning, match=r"1 row\(s\) of X \[2\].*column\(s\) \[2\]"):
         model.score_samples(test)
+
+
+# ---- partial_fit's first chunk
+
+@pytest.mark.parametrize("n_components, need", [(None, 3), (1, 3), (2, 4), (4, 6)])
+def test_ppca_first_chunk_needs_n_components_plus_two_rows_and_says_so(n_components, need):
+    X = _data("real", n=60, d=6)
+    with pytest.raises(ValueError, match=rf"first partial_fit chunk of PPCA needs at least "
+                                         rf"{need} rows.*got {need - 1}"):
+        PPCA(n_components=n_components, device="cpu").partial_fit(X[: need - 1])
+    model = PPCA(n_components=n_components, device="cpu").partial_fit(X[:need])
+    model.partial_fit(X[need : need + 1])  # later chunks: any size
+    assert model.n_features_in_ == 6
+
+
+def test_factor_analysis_first_chunk_needs_two_rows():
+    X = _data("real", n=60, d=6)
+    model = FactorAnalysisEM(n_components=3, device="cpu").partial_fit(X[:2])
+    model.partial_fit(X[2:3])
+    assert np.isfinite(model.score(X))

@@ -161,7 +161,9 @@ class BaseLinearGaussian(BaseLatentModel):
         Parameters
         ----------
         X : array-like or torch.Tensor of shape (n_samples, n_features)
-            A chunk of training data. The first chunk needs at least 2 rows.
+            A chunk of training data. The first chunk needs at least 2 rows; for PPCA at
+            least ``n_components + 2`` (and 3), since the noise variance is estimated from
+            the directions the components leave out. Later chunks may have any size.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -185,6 +187,13 @@ class BaseLinearGaussian(BaseLatentModel):
                 "cannot handle missing values. Use fit on all rows (it runs EM over the gaps), "
                 "or impute the chunk first."
             )
+        need, why = self._first_chunk_rows()
+        if first and X.shape[0] < need:
+            raise ValueError(
+                f"The first partial_fit chunk of {type(self).__name__} needs at least {need} "
+                f"rows{why}; got {X.shape[0]}. Pass a larger first chunk (later chunks may "
+                "have any size)."
+            )
         stats = (0, None, None) if first else self._stats
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
@@ -194,6 +203,10 @@ class BaseLinearGaussian(BaseLatentModel):
         self._fit_from_stats()
         self._warn_constant_columns()
         return self
+
+    def _first_chunk_rows(self):
+        """Rows the first ``partial_fit`` chunk needs, and why (a phrase, or "")."""
+        return 2, ""
 
     def _merged(self, stats, X, *, whole):
         """The statistics with the rows of ``X`` merged in, checked before anything is kept.
