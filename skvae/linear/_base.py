@@ -94,8 +94,9 @@ class BaseLinearGaussian(BaseLatentModel):
         X : array-like, dask array or torch.Tensor of shape (n_samples, n_features)
             Training data. NaN marks a missing entry; the model is then fitted by EM on the
             observed entries. A ``numpy.memmap`` or a dask array larger than memory is read
-            in row chunks (one pass; complete rows only for a dask array): the fit equals
-            the in-memory one, to rounding.
+            in row chunks (one pass; complete rows only for a dask array) into the same
+            statistics as the in-memory fit, to rounding; the model equals the in-memory one
+            as :meth:`partial_fit` says.
         y : Ignored
             Not used, present for API consistency by convention.
 
@@ -154,9 +155,14 @@ class BaseLinearGaussian(BaseLatentModel):
     def partial_fit(self, X, y=None):
         """Add the rows of ``X`` to the exact sufficient statistics and refit.
 
-        The count, mean and scatter matrix of all rows seen so far are merged exactly, so fitting
-        chunk by chunk gives the model that one :meth:`fit` on all rows gives (to rounding).
-        Missing values are not supported here: use :meth:`fit` for data with NaN.
+        The count, mean and scatter matrix of all rows seen so far are merged exactly (to
+        rounding), and the model is refitted from them. A closed-form fit (PPCA's "eigh" and
+        "svd") then equals one :meth:`fit` on all rows to rounding. An EM fit
+        (FactorAnalysisEM, PPCA's "em") agrees with it only to the stopping rule ``tol``: the
+        rounding of the merged statistics can move the iteration at which EM stops. Measured
+        on standardized wine with ``FactorAnalysisEM(n_components=5)`` in 4 chunks: 1.5e-4
+        nats per row apart at the default tol, 5e-7 at ``tol=1e-8``. Missing values are not
+        supported here: use :meth:`fit` for data with NaN.
 
         Parameters
         ----------
