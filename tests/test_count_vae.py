@@ -293,6 +293,12 @@ def test_counts_float32_cannot_hold_are_refused_naming_float64(counts):
     model = CountVAE(max_iter=1, **SMALL).fit(counts)
     with pytest.raises(ValueError, match=r"dtype='float64'"):
         model.score_samples(X[:2])
+    # A column that varies only above 2**24: the same advice, never "centre the column".
+    wide = counts.copy()
+    wide[:, 1] = 2**25 + np.arange(wide.shape[0]) % 2
+    with pytest.raises(ValueError, match=r"2\*\*24.*dtype='float64'") as error:
+        CountVAE(max_iter=1, **SMALL).fit(wide)
+    assert "StandardScaler" not in str(error.value)
     # 2**24 itself is held exactly: accepted.
     X[0, 0] = 2**24
     CountVAE(max_iter=1, **SMALL).fit(X)

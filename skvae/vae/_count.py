@@ -329,6 +329,9 @@ class CountVAE(BaseVAE):
         """Counts cannot be rescaled: a wider dtype is the fix."""
         return "fit with dtype='float64'"
 
+    def _check_float32_holds(self, X):
+        """Nothing to do: ``_check_given`` refuses the counts float32 cannot hold."""
+
     def _check_given(self, X):
         """Raise unless the values of X as given (before the cast to ``dtype``) are counts
         the model's dtype holds exactly; NaN and infinity are left to ``_check_finite``."""
