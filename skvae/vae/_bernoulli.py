@@ -270,8 +270,11 @@ class BernoulliVAE(BaseVAE):
         return BernoulliLikelihood(n_features)
 
     def _check_values(self, X):
-        observed = ~torch.isnan(X)  # NaN (missing entries): the range of the others
-        outside = observed & ((X < 0) | (X > 1))
+        low, high = (float(v) for v in torch.aminmax(X))  # one pass, no n x d temporaries
+        if 0 <= low and high <= 1:
+            return
+        # Out of range, or NaN (missing entries, which do not count): find what is outside.
+        outside = ((X < 0) | (X > 1)) & ~torch.isnan(X)
         n_outside = int(torch.count_nonzero(outside))
         if n_outside:
             values = to_numpy(X[outside])  # printed in the model's float type, all digits

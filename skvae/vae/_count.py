@@ -1,5 +1,7 @@
 """Variational autoencoder for count data (scVI-style): Poisson, NB or ZINB decoder."""
 
+import math
+
 import numpy as np
 import torch
 
@@ -335,37 +337,43 @@ class CountVAE(BaseVAE):
     def _check_given(self, X):
         """Raise unless the values of X as given (before the cast to ``dtype``) are counts
         the model's dtype holds exactly; NaN and infinity are left to ``_check_finite``."""
+        if X.numel() == 0:
+            return
         advice = ("Pass raw counts (e.g. UMIs per gene and cell, not normalized or "
                   "log-transformed values), or use GaussianVAE for real-valued data.")
-        finite = torch.isfinite(X)
-        negative = int(torch.count_nonzero((X < 0) & finite))
-        if negative:
-            smallest = float(torch.where(finite, X, torch.zeros((), dtype=X.dtype,
-                                                                device=X.device)).min())
+        low, high = (float(v) for v in torch.aminmax(X))  # one pass, no n x d temporaries
+        if not (math.isfinite(low) and math.isfinite(high)):
+            X = X[torch.isfinite(X)][None, :]  # the finite values only (a rare, failing case)
+            if X.numel() == 0:
+                return
+            low, high = (float(v) for v in torch.aminmax(X))
+        if low < 0:
             raise ValueError(
-                f"Negative values in data passed to CountVAE: X has {negative} negative "
-                f"entries (smallest {smallest:.4g}), but CountVAE models counts. {advice}"
+                f"Negative values in data passed to CountVAE: X has "
+                f"{int(torch.count_nonzero(X < 0))} negative entries (smallest {low:.4g}), but "
+                f"CountVAE models counts. {advice}"
             )
-        fractional = (X != torch.round(X)) & finite
-        n_fractional = int(torch.count_nonzero(fractional))
-        if n_fractional:
-            example = float(X[fractional][0])
+        fractional, example = 0, None
+        rows = max(1, 2**20 // max(1, X.shape[1]))
+        for i in range(0, X.shape[0], rows):  # chunks: temporaries of 2**20 values at most
+            chunk = X[i : i + rows]
+            off = chunk != torch.round(chunk)
+            fractional += int(torch.count_nonzero(off))
+            if example is None and fractional:
+                example = float(chunk[off][0])
+        if fractional:
             raise ValueError(
-                f"CountVAE models counts, but X has {n_fractional} non-integer entries (e.g. "
+                f"CountVAE models counts, but X has {fractional} non-integer entries (e.g. "
                 f"{example!r}). {advice}"
             )
-        if self._dtype == torch.float32:
-            beyond = finite & (X > _FLOAT32_EXACT)
-            n_beyond = int(torch.count_nonzero(beyond))
-            if n_beyond:
-                largest = float(X[beyond].max())
-                raise ValueError(
-                    f"X has {n_beyond} count(s) above 2**24 = {_FLOAT32_EXACT} (largest "
-                    f"{largest:.0f}), the largest integers float32 holds exactly, and this "
-                    "CountVAE computes in float32: they would be rounded, so rows that differ "
-                    "by a few counts would score the same. Fit with dtype='float64', which "
-                    "holds counts exactly up to 2**53."
-                )
+        if self._dtype == torch.float32 and high > _FLOAT32_EXACT:
+            raise ValueError(
+                f"X has {int(torch.count_nonzero(X > _FLOAT32_EXACT))} count(s) above 2**24 = "
+                f"{_FLOAT32_EXACT} (largest {high:.0f}), the largest integers float32 holds "
+                "exactly, and this CountVAE computes in float32: they would be rounded, so rows "
+                "that differ by a few counts would score the same. Fit with dtype='float64', "
+                "which holds counts exactly up to 2**53."
+            )
 
     def _bounds(self, rows):
         """The bounds of :class:`BaseVAE`, exact for all-zero rows (library size 0).
