@@ -459,7 +459,8 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         index = self._column_index[positions[:10]]
         names = getattr(self, "feature_names_in_", None)
         labels = [str(names[j]) if names is not None else int(j) for j in index]
-        return f"{labels}" if len(positions) <= 10 else f"{labels[:10]} and {len(positions) - 10} more"
+        more = len(positions) - len(labels)
+        return f"{labels}" + (f" and {more} more" if more else "")
 
     def _warn_constant_columns(self):
         """Warn (at the end of a fit) about the columns constant in all training rows."""

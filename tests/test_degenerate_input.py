@@ -167,8 +167,8 @@ def test_pd_na_in_an_object_column_is_a_missing_value(estimator, kind):
     model = estimator.fit(frame)
     assert list(model.feature_names_in_) == list(frame.columns)
     reference = type(estimator)(**estimator.get_params()).fit(_frame(expected))
-    np.testing.assert_allclose(model.score_samples(frame), reference.score_samples(_frame(expected)),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(model.score_samples(frame),
+                               reference.score_samples(_frame(expected)), rtol=1e-6, atol=1e-6)
     imputed = model.impute(frame)
     assert np.isfinite(imputed).all() and imputed[0, 1] == X[0, 1]
 
@@ -320,3 +320,10 @@ def test_em_partial_fit_matches_fit_to_the_stopping_rule(wine):
         for chunk in np.array_split(X, 4):
             chunked.partial_fit(chunk)
         assert abs(whole.score(X) - chunked.score(X)) < bound
+
+
+def test_many_constant_columns_are_named_first_ten_and_counted():
+    X = np.hstack([_data("real", n=30, d=3), np.ones((30, 12))])
+    with pytest.warns(UserWarning, match=r"12 column\(s\) \[3, 4, 5, 6, 7, 8, 9, 10, 11, 12\] "
+                                         r"and 2 more of X are constant"):
+        FactorAnalysisEM(n_components=2, device="cpu").fit(X)
