@@ -327,3 +327,17 @@ def test_many_constant_columns_are_named_first_ten_and_counted():
     with pytest.warns(UserWarning, match=r"12 column\(s\) \[3, 4, 5, 6, 7, 8, 9, 10, 11, 12\] "
                                          r"and 2 more of X are constant"):
         FactorAnalysisEM(n_components=2, device="cpu").fit(X)
+
+
+@pytest.mark.parametrize("estimator", [PPCA(n_components=2, device="cpu"), GaussianVAE(**VAE)],
+                         ids=["ppca", "gaussian"])
+def test_constant_columns_of_a_stream_are_found_over_all_its_blocks(estimator):
+    da = pytest.importorskip("dask.array")
+    X = _with_constant_column("real")
+    with pytest.warns(UserWarning, match=r"1 column\(s\) \[2\] of X are constant"):
+        estimator.fit(da.from_array(X, chunks=(10, 5)))
+    X[25, 2] = 5.0  # one block differs: not constant over the stream
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        type(estimator)(**estimator.get_params()).fit(da.from_array(X, chunks=(10, 5)))
+    assert not _constant_messages(caught, "constant in the training data")
