@@ -68,20 +68,19 @@ def as_tensor(X, *, device, dtype):
     A read-only array (a memory map, say) is viewed through DLPack, which marks it read-only
     instead of warning as ``torch.as_tensor`` does; where this numpy or torch cannot, it is
     copied. No warning filter is touched: those are process-wide, and changing them from
-    several threads at once (``warnings.catch_warnings``) leaks filters.
+    several threads at once (``warnings.catch_warnings``) leaks filters. torch cannot view an
+    array with a negative stride (``X[::-1]``, ``np.flip(X)``): that one is copied.
     """
     if isinstance(X, torch.Tensor):
         return X.detach().to(device=device, dtype=dtype)
     X = np.asarray(X)
+    if min(X.strides, default=0) < 0:  # torch views no negative stride (DLPack aborts)
+        X = X.copy()
     if X.flags.writeable:
         return torch.as_tensor(X, device=device).to(dtype=dtype)
-    tensor = None
-    if min(X.strides, default=0) >= 0:  # torch's DLPack import aborts on negative strides
-        try:
-            tensor = torch.from_dlpack(X)
-        except (BufferError, RuntimeError, TypeError, ValueError):
-            pass
-    if tensor is None:
+    try:
+        tensor = torch.from_dlpack(X)
+    except (BufferError, RuntimeError, TypeError, ValueError):
         tensor = torch.from_numpy(np.array(X))
     return tensor.to(device=device, dtype=dtype)
 

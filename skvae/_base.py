@@ -11,7 +11,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from ._backend import as_tensor, fallback_device, resolve_device, resolve_dtype
+from ._backend import as_tensor, fallback_device, resolve_device, resolve_dtype, to_numpy
 from ._compat import validate_data
 from ._version import __version__
 
@@ -172,7 +172,50 @@ def _caller_values(X, dtype):
     ``impute`` returns for the observed entries, never rounded through the model's dtype."""
     if isinstance(X, torch.Tensor):
         return X.detach().cpu().numpy().astype(dtype, copy=True)
-    return check_array(X, dtype=dtype, ensure_all_finite=False, copy=True)
+    return check_array(_numeric_columns(X), dtype=dtype, ensure_all_finite=False, copy=True)
+
+
+def _is_dataframe(X):
+    """Whether ``X`` is a pandas DataFrame (checked without importing pandas)."""
+    return type(X).__module__.split(".")[0] == "pandas" and hasattr(X, "columns")
+
+
+def _numeric_columns(X):
+    """``X`` with the object and text columns of a DataFrame made numbers, else ``X`` itself.
+
+    pandas' missing markers (``pd.NA``, ``None``) in such a column become NaN, as they do in
+    pandas' nullable numeric columns; a column of dates, durations or periods, or one holding
+    text that is not a number, is an error naming the column.
+    """
+    if not _is_dataframe(X):
+        return X
+    import pandas as pd  # X is a DataFrame: pandas is there
+
+    converted = {}
+    for j, (name, dtype) in enumerate(X.dtypes.items()):
+        if pd.api.types.is_datetime64_any_dtype(dtype) or isinstance(
+                dtype, pd.PeriodDtype) or pd.api.types.is_timedelta64_dtype(dtype):
+            raise ValueError(
+                f"X column {name!r} holds {dtype} values (dates or durations), not numbers. "
+                "Convert it first (e.g. to elapsed seconds, or to calendar features such as "
+                "the day of the year), or drop it."
+            )
+        if pd.api.types.is_object_dtype(dtype) or pd.api.types.is_string_dtype(dtype):
+            try:
+                converted[j] = pd.to_numeric(X.iloc[:, j]).to_numpy(dtype=np.float64,
+                                                                   na_value=np.nan)
+            except (ValueError, TypeError) as error:
+                raise ValueError(
+                    f"X column {name!r} must be numeric, but it holds non-numeric values "
+                    f"({error}). Encode text or categorical columns as numbers first, e.g. "
+                    "with sklearn.preprocessing.OneHotEncoder in a ColumnTransformer."
+                ) from error
+    if not converted:
+        return X
+    X = X.copy(deep=False)
+    for j, column in converted.items():
+        X.isetitem(j, column)
+    return X
 
 
 def named_rows(flags):
@@ -279,8 +322,9 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         :meth:`_check_finite` itself before any value computed from X is returned.
         ``lazy_cast=True`` keeps float32 input as float32 in a float64 model, for callers that
         cast it chunk by chunk (a whole float64 copy would double the memory held).
-        ``cast=False`` keeps the float type validation gave (float32 or float64 for arrays),
-        for callers that take some columns at full precision and cast the rest themselves.
+        ``cast=False`` keeps the float type validation gave (float32, or float64 for any
+        other input), for callers that take some columns at full precision and cast the rest
+        themselves; those call :meth:`_check_given` on the columns they model.
         """
         if reset:
             self._device = resolve_device(self.device)
@@ -291,20 +335,25 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             X = self._check_array(X, reset=reset, ensure_min_samples=ensure_min_samples)
             X = as_tensor(X, device=self._device, dtype=torch.float32 if X.dtype == np.float32
                           else torch.float64)
+        given = X
         if cast and not (lazy_cast and X.dtype == torch.float32):
             if reset and X.dtype == torch.float64 and self._dtype == torch.float32:
                 self._check_float32_holds(X)
             X = X.to(self._dtype)
         if not check_finite:
+            if cast:
+                self._check_given(given)
             return X
         has_nan = self._check_finite(X)
+        if cast:  # after the NaN and infinity checks, whose errors come first
+            self._check_given(given)
         return (X, has_nan) if return_has_nan else X
 
     def _check_array(self, X, *, reset, ensure_min_samples):
         try:
             return validate_data(
                 self,
-                X,
+                _numeric_columns(X),
                 reset=reset,
                 accept_sparse=False,
                 dtype=[np.float64, np.float32],
@@ -337,14 +386,22 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         validate_data(self, np.broadcast_to(np.zeros((), dtype=np.float64), tuple(X.shape)),
                       reset=reset, dtype=None, ensure_all_finite=False,
                       ensure_min_samples=ensure_min_samples)
-        dtype = torch.float32 if X.dtype == torch.float32 else self._dtype
+        # float32 stays float32 and anything else becomes float64 (exact for integers up to
+        # 2**53), as for arrays: the values as given reach _check_given before any cast.
+        dtype = torch.float32 if X.dtype == torch.float32 else torch.float64
         return X.detach().to(device=self._device, dtype=dtype)
+
+    def _check_given(self, X):
+        """Raise if the values of ``X`` as given (float32 or float64, before the cast to the
+        model's dtype; NaN and infinity left to :meth:`_check_finite`) are not modelled."""
 
     def _check_float32_holds(self, X):
         """Raise when a float64 column varies but its float32 cast does not (in ``fit``).
 
-        Values below float32's smallest normal (about 1.2e-38) become subnormal or 0 in a
-        float32 model: a column made only of them would silently become a constant.
+        Two causes: values below float32's smallest normal (about 1.2e-38) become subnormal or
+        0, and a spread below float32's resolution at the column's magnitude (7 digits: a
+        column of 1e12 + noise) rounds away. Either way a float32 model would silently see a
+        constant.
         """
         rows = max(1, 2**20 // max(1, X.shape[1]))
         low = high = None  # per column, row 0: in float64, row 1: after the float32 cast
@@ -360,14 +417,28 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         width64, width32 = high - low
         lost = (width64 > 0) & (width32 < tiny)  # NaN widths (gaps) compare False
         if bool(lost.any()):
-            columns = torch.nonzero(lost).flatten().tolist()
-            raise ValueError(
-                f"X column(s) {columns[:10]} vary in float64 but not in float32 (their values "
-                f"are below {tiny:.3g}, the smallest normal float32), so this "
-                f"{type(self).__name__} computing in float32 would see them as constant. "
-                "Rescale those columns (e.g. sklearn.preprocessing.StandardScaler in a "
-                "Pipeline), drop them, or fit with dtype='float64'."
-            )
+            raise ValueError(self._float32_lost_message(lost, low[0], high[0], width64))
+
+    def _float32_lost_message(self, lost, low, high, width):
+        """The error of :meth:`_check_float32_holds` for the ``lost`` columns, by cause."""
+        tiny = torch.finfo(torch.float32).tiny
+        magnitude = torch.maximum(low.abs(), high.abs())
+        small = lost & (magnitude < tiny)
+        columns = torch.nonzero(small if bool(small.any()) else lost).flatten().tolist()
+        start = (f"X column(s) {columns[:10]} vary in float64 but not in float32, so this "
+                 f"{type(self).__name__} computing in float32 would see them as constant: ")
+        if bool(small.any()):
+            cause = (f"their values are below {tiny:.3g}, the smallest normal float32. Rescale "
+                     "those columns (e.g. sklearn.preprocessing.StandardScaler in a Pipeline), "
+                     "drop them, or fit with dtype='float64'.")
+        else:
+            j = columns[0]
+            cause = (f"their spread is below float32's resolution at their magnitude (column "
+                     f"{j}: values of about {float(magnitude[j]):.3g} that vary by "
+                     f"{float(width[j]):.3g}; float32 keeps about 7 significant digits). "
+                     "Centre them (e.g. sklearn.preprocessing.StandardScaler in a Pipeline) "
+                     "or fit with dtype='float64'.")
+        return start + cause
 
     def _check_finite(self, X):
         """Raise on infinity, and on NaN unless the model accepts it; return whether NaN is in X."""
@@ -380,13 +451,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         rows = max(1, 2**20 // max(1, X.shape[1]))
         chunks = [X[i : i + rows] for i in range(0, X.shape[0], rows)]
         if any(bool(torch.isinf(chunk).any()) for chunk in chunks):
-            limit = torch.finfo(X.dtype).max
-            raise ValueError(
-                "X contains infinity. Remove or replace the infinite entries (set them to NaN "
-                f"if they stand for missing values{self._nan_accepted_suffix()}). Values beyond "
-                f"{limit:.3g} also become infinite in {X.dtype}: rescale X, e.g. with "
-                "sklearn.preprocessing.StandardScaler."
-            )
+            raise ValueError(self._infinity_message(X))
         if not any(bool(torch.isnan(chunk).any()) for chunk in chunks):
             return False  # finite entries whose sum overflowed
         hint = self._nan_policy()
@@ -394,8 +459,27 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             raise ValueError(f"Input X contains NaN. {hint}")
         return True
 
-    def _nan_accepted_suffix(self):
-        return ": this model treats NaN as missing" if self._nan_policy() is None else ""
+    def _infinity_message(self, X):
+        """The error for infinite entries in ``X`` (as validated, in ``X.dtype``)."""
+        message = "X contains infinity"
+        cast = X.dtype == torch.float32 and self._dtype == torch.float32
+        if cast:
+            message += (f", or values beyond {torch.finfo(torch.float32).max:.3g} in magnitude, "
+                        "which become infinite in float32")
+        message += ". Remove or replace the infinite entries"
+        if self._nan_policy() is None:
+            message += (" (or set them to NaN if they stand for missing values: this model "
+                        "treats NaN as missing)")
+        if cast:
+            message += f". For values beyond the float32 range, {self._range_hint()}"
+        return message + "."
+
+    def _range_hint(self):
+        """How to bring values beyond the float32 range within a model's reach."""
+        hint = "rescale X (e.g. with sklearn.preprocessing.StandardScaler)"
+        if self._dtype == torch.float32:
+            hint += " or fit with dtype='float64'"
+        return hint
 
     def _check_latent(self, Z):
         """Validate latent codes for ``inverse_transform``: (n, n_components_) -> tensor."""
@@ -414,6 +498,85 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         if not torch.isfinite(Z).all():
             raise ValueError("Z contains NaN or infinity; latent codes must be finite.")
         return Z
+
+    # ------------------------------------------------------------------ constant columns
+    def _note_column_range(self, X, *, reset, columns=None):
+        """Track the range of each column of the training rows ``X`` (NaN ignored).
+
+        ``reset`` starts afresh (a new fit), else the range of the rows seen before is
+        widened (``partial_fit``, a warm start, the next block of a stream). ``columns`` are
+        the indices in the caller's X of the columns of ``X`` (None: all, in order).
+        """
+        if reset or getattr(self, "_column_low", None) is None:
+            self._column_low = self._column_high = None
+        if X.shape[0] == 0:
+            return
+        rows = max(1, 2**20 // max(1, X.shape[1]))
+        inf = torch.tensor(float("inf"), dtype=X.dtype, device=X.device)
+        with torch.no_grad():
+            for i in range(0, X.shape[0], rows):  # chunks: no full-size temporaries
+                chunk = X[i : i + rows]
+                missing = torch.isnan(chunk)
+                low = to_numpy(torch.where(missing, inf, chunk).amin(dim=0), np.float64)
+                high = to_numpy(torch.where(missing, -inf, chunk).amax(dim=0), np.float64)
+                if self._column_low is not None:
+                    low = np.minimum(self._column_low, low)
+                    high = np.maximum(self._column_high, high)
+                self._column_low, self._column_high = low, high
+        self._column_index = (np.arange(X.shape[1]) if columns is None
+                              else np.asarray(columns, dtype=np.intp))
+
+    def _constant_columns(self):
+        """Positions (in the tracked columns) of the columns constant in the training rows."""
+        low = getattr(self, "_column_low", None)
+        return np.empty(0, dtype=np.intp) if low is None else np.flatnonzero(
+            low == self._column_high)
+
+    def _column_labels(self, positions):
+        """The caller's names (or indices) of the tracked columns at ``positions``, first 10."""
+        index = self._column_index[positions[:10]]
+        names = getattr(self, "feature_names_in_", None)
+        labels = [str(names[j]) if names is not None else int(j) for j in index]
+        more = len(positions) - len(labels)
+        return f"{labels}" + (f" and {more} more" if more else "")
+
+    def _warn_constant_columns(self):
+        """Warn (at the end of a fit) about the columns constant in all training rows."""
+        constant = self._constant_columns()
+        if constant.size:
+            warnings.warn(
+                f"{type(self).__name__}: {constant.size} column(s) {self._column_labels(constant)} "
+                "of X are constant in the training data: the model learns (almost) no variance "
+                "there, so a later row with another value in such a column gets an extremely "
+                "low score (score_samples then warns). Drop them before fitting (e.g. "
+                "sklearn.feature_selection.VarianceThreshold in a Pipeline) unless later data "
+                "hold the same values.",
+                UserWarning,
+            )
+
+    def _warn_rows_off_constant_columns(self, X):
+        """Warn once, naming the rows of the validated ``X`` (the tracked columns) whose
+        value in a column constant in the training rows differs from that value."""
+        constant = self._constant_columns()
+        if not constant.size or X.shape[0] == 0:
+            return
+        with torch.no_grad():
+            values = X[:, torch.as_tensor(constant, device=X.device)]
+            training = torch.as_tensor(self._column_low[constant], device=X.device).to(X.dtype)
+            off = (values != training) & ~torch.isnan(values)
+            rows = torch.nonzero(off.any(dim=1)).flatten()
+            if rows.numel() == 0:
+                return
+            columns = constant[to_numpy(off.any(dim=0))]
+        rows = rows.tolist()
+        listed = f"{rows[:10]}" + ("" if len(rows) <= 10 else f" and {len(rows) - 10} more")
+        warnings.warn(
+            f"{type(self).__name__}: {len(rows)} row(s) of X {listed} differ from the value "
+            f"that column(s) {self._column_labels(columns)} held in every training row. The "
+            "model saw no variation there, so the scores of these rows mostly measure that "
+            "difference and can be extremely low.",
+            UserWarning,
+        )
 
     # ------------------------------------------------------------------ shared surface
     def score(self, X, y=None):

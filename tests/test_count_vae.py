@@ -6,8 +6,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
-from scipy import special, stats
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -131,22 +131,6 @@ def test_score_samples_is_deterministic_and_a_log_pmf(fitted, counts):
         assert np.all(np.isfinite(s)) and np.all(s < 0)
         np.testing.assert_array_equal(s, model.score_samples(counts[:50]))
         assert np.all(model.elbo_samples(counts[:50]) <= s + 1e-9)
-
-
-def test_all_zero_row_scores_zero_under_the_library_offset(fitted):
-    # l = 0 forces every count to 0: log P(x | l) = 0, so the score is the importance-weighted
-    # estimate of log 1 = 0 from the prior / posterior ratios alone: logmeanexp_k
-    # [log N(z_k; 0, I) - log q(z_k | x)] at the model's K shared draws z_k = m + s eps_k. It
-    # is <= 0 in expectation only: a given set of K = 16 draws can land above 0.
-    row = np.zeros((1, 8))
-    for model in fitted.values():
-        s = model.score_samples(row)
-        mean, std = model.transform(row, return_std=True)
-        eps = model._importance_draws().cpu().numpy().astype(np.float64)
-        z = mean + std * eps
-        log_w = stats.norm.logpdf(z).sum(1) - stats.norm.logpdf(z, mean, std).sum(1)
-        assert s[0] == pytest.approx(special.logsumexp(log_w) - np.log(len(log_w)), abs=1e-4)
-        assert -1.0 < s[0] < 1.0
 
 
 def test_pickle_roundtrip(fitted, counts):
@@ -284,3 +268,66 @@ def test_sample_library_size_errors(bad):
                      random_state=0).fit(load_digits().data[:100])
     with pytest.raises(ValueError, match="library_size must be one positive number or 3"):
         model.sample(3, library_size=bad)
+
+
+# ---- issue 15, section 5: counts as given, counts float32 cannot hold, all-zero rows
+
+@pytest.mark.parametrize("value", [1e8 + 0.5, 2.0**23 + 0.5, 3.00000001])
+def test_integrality_is_checked_on_the_values_as_given(counts, value):
+    # Each of these rounds to an integer in float32 (the network's dtype): checking after
+    # the cast let them through as counts.
+    X = counts.copy()
+    X[3, 2] = value
+    with pytest.raises(ValueError, match="1 non-integer"):
+        CountVAE(max_iter=1, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="1 non-integer"):
+        CountVAE(max_iter=1, **SMALL, dtype="float64").fit(X)
+
+
+def test_counts_float32_cannot_hold_are_refused_naming_float64(counts):
+    X = counts.copy()
+    X[0, 0] = 2**24 + 1  # the smallest integer float32 rounds
+    for given in (X, X.astype(np.int64), torch.as_tensor(X.astype(np.int64))):
+        with pytest.raises(ValueError, match=r"2\*\*24.*dtype='float64'"):
+            CountVAE(max_iter=1, **SMALL).fit(given)
+    model = CountVAE(max_iter=1, **SMALL).fit(counts)
+    with pytest.raises(ValueError, match=r"dtype='float64'"):
+        model.score_samples(X[:2])
+    # A column that varies only above 2**24: the same advice, never "centre the column".
+    wide = counts.copy()
+    wide[:, 1] = 2**25 + np.arange(wide.shape[0]) % 2
+    with pytest.raises(ValueError, match=r"2\*\*24.*dtype='float64'") as error:
+        CountVAE(max_iter=1, **SMALL).fit(wide)
+    assert "StandardScaler" not in str(error.value)
+    # 2**24 itself is held exactly: accepted.
+    X[0, 0] = 2**24
+    CountVAE(max_iter=1, **SMALL).fit(X)
+
+
+def test_float64_counts_above_2_24_that_differ_by_one_score_differently(counts):
+    model = CountVAE(max_iter=2, **SMALL, dtype="float64").fit(counts)
+    rows = np.tile(counts[:1], (2, 1))
+    rows[:, 0] = 2**25 + 7
+    rows[1, 0] += 1
+    s = model.score_samples(rows)
+    assert np.all(np.isfinite(s)) and s[0] != s[1]
+    # A float32 cast would make the two rows one: float64 keeps them apart.
+    assert np.float32(rows[0, 0]) == np.float32(rows[1, 0])
+
+
+def test_all_zero_rows_score_exactly_zero_everywhere(fitted, counts):
+    # l = 0 forces every count to 0: log P(x | l = 0) = 0 exactly, whatever z, so the score
+    # is 0 (no importance-sampling estimate), the ELBO of the encoder's q is -KL(q || p) in
+    # closed form and the reconstruction term is 0.
+    X = np.vstack([counts[:3], np.zeros((2, counts.shape[1]))])
+    for model in fitted.values():
+        s = model.score_samples(X)
+        assert np.all(s[3:] == 0.0) and np.all(s[:3] < 0)
+        breakdown = model.score_breakdown(X)
+        elbo = model.elbo_samples(X)
+        np.testing.assert_array_equal(breakdown["log_likelihood"], s)
+        np.testing.assert_array_equal(breakdown["elbo"], elbo)
+        assert np.all(breakdown["reconstruction"][3:] == 0.0)
+        np.testing.assert_allclose(elbo[3:], -breakdown["kl"][3:], rtol=1e-6)
+        np.testing.assert_allclose(breakdown["gap"][3:], breakdown["kl"][3:], rtol=1e-6)
+        assert np.all(elbo[3:] <= 0)

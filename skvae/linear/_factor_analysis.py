@@ -157,7 +157,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         """``noise_variance_init`` as a tensor like ``like``, checked; None when not given."""
         if self.noise_variance_init is None:
             return None
-        init = np.asarray(self.noise_variance_init, dtype=np.float64)
+        init = np.ascontiguousarray(self.noise_variance_init, dtype=np.float64)
         if init.shape != (n_features,) or not np.all(np.isfinite(init)) or np.any(init <= 0):
             raise ValueError(
                 f"noise_variance_init must hold n_features={n_features} positive finite values; "

@@ -176,6 +176,15 @@ class PPCA(BaseLinearGaussian):
             )
         return self.n_components
 
+    def _first_chunk_rows(self):
+        """Rows the first ``partial_fit`` chunk needs: n_components + 2, and at least 3."""
+        k = 1 if self.n_components is None else self.n_components
+        rule = "3" if self.n_components is None else f"n_components + 2 = {k + 2}"
+        return max(3, k + 2), (
+            f" ({rule}: n rows span n - 1 directions, and PPCA estimates its noise variance "
+            "from those the components leave out)"
+        )
+
     def _keeps_factor(self, rows, n_features, whole):
         if self.solver == "eigh":
             return False

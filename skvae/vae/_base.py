@@ -256,8 +256,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         X = self._check_input(X, reset=reset, check_finite=False, cast=False)
         columns = resolve_columns(self.covariates, self.n_features_in_, self._feature_names())
         if columns is None:  # an empty selection: no covariates
-            X = X.to(self._dtype)
-            return X, self._check_finite(X), None, None
+            x = X.to(self._dtype)
+            has_nan = self._check_finite(x)
+            self._check_given(X)
+            return x, has_nan, None, None
         x, has_nan, raw = self._split(X, columns, "X")
         return x, has_nan, raw, columns
 
@@ -267,8 +269,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         modeled = np.setdiff1d(np.arange(X.shape[1]), columns)
         raw = to_numpy(X[:, torch.as_tensor(columns, device=X.device)], np.float64)
         check_observed(raw, columns, self._feature_names(), where)
-        x = X[:, torch.as_tensor(modeled, device=X.device)].to(self._dtype)
-        return x, self._check_finite(x), raw
+        given = X[:, torch.as_tensor(modeled, device=X.device)]
+        x = given.to(self._dtype)
+        has_nan = self._check_finite(x)
+        self._check_given(given)
+        return x, has_nan, raw
 
     def _covariate_tensor(self, encoder, raw, columns, where):
         values = encode(encoder, raw, columns, self._feature_names(), where)
@@ -405,6 +410,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 )
             fresh = True
             X, has_nan, raw, columns = self._training_rows(X_given, reset=True)
+        self._note_column_range(X, reset=fresh, columns=None if columns is None
+                                else np.setdiff1d(np.arange(self.n_features_in_), columns))
         if fresh:
             # The encoder reads the mask when the data it is fitted on have gaps.
             spec.pop("mask_inputs", None)
@@ -443,6 +450,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         self._set_latent_diagnostics(X_train, has_nan, C_train)
         self._forget_latent_density()
         self._after_fit()
+        self._warn_constant_columns()
         return self
 
     def _fit_streamed(self, X, *, incremental):
@@ -500,6 +508,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 continue
             x, block_nan = self._check_input(block, reset=False, return_has_nan=True)
             self._check_values(x)
+            self._note_column_range(x, reset=fresh and n_rows == 0)
             has_nan = has_nan or block_nan
             all_missing = all_missing and block_nan and bool(torch.isnan(x).all())
             if fresh:
@@ -538,6 +547,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         self._set_latent_diagnostics(sample, has_nan)
         self._forget_latent_density()
         self._after_fit()
+        self._warn_constant_columns()
         return self
 
     def _new_training(self, spec, generator, standardization, rows, mask):
@@ -852,6 +862,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
     def _bounds(self, rows):
         X = rows.x
+        self._warn_rows_off_constant_columns(X)
         eps = self._importance_draws()
         with torch.inference_mode():
             mask = ~torch.isnan(X) if rows.has_nan else None

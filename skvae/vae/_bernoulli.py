@@ -2,6 +2,7 @@
 
 import torch
 
+from .._backend import to_numpy
 from ..nn import BernoulliLikelihood
 from ._base import BaseVAE
 
@@ -297,17 +298,23 @@ class BernoulliVAE(BaseVAE):
         return BernoulliLikelihood(n_features)
 
     def _check_values(self, X):
-        low, high = torch.aminmax(X)
-        low, high = float(low), float(high)
-        if low != low or high != high:  # NaN (missing entries): the range of the others
-            observed = X[~torch.isnan(X)]
-            low, high = (float(v) for v in torch.aminmax(observed)) if observed.numel() else (0, 1)
-        if low < 0 or high > 1:
+        low, high = (float(v) for v in torch.aminmax(X))  # one pass, no n x d temporaries
+        if 0 <= low and high <= 1:
+            return
+        # Out of range, or NaN (missing entries, which do not count): find what is outside.
+        outside = ((X < 0) | (X > 1)) & ~torch.isnan(X)
+        n_outside = int(torch.count_nonzero(outside))
+        if n_outside:
+            values = to_numpy(X[outside])  # printed in the model's float type, all digits
+            low, high = values.min(), values.max()
+            found = (f"1 value outside [0, 1]: {low!s}" if n_outside == 1 else
+                     f"{n_outside} values outside [0, 1], from {low!s} to {high!s}")
             # "Negative values in data" is the phrase sklearn's positive_only check expects.
             raise ValueError(
                 ("Negative values in data passed to BernoulliVAE. " if low < 0 else "")
-                + f"BernoulliVAE models data in [0, 1] (binary or grey levels), but X has values "
-                f"in [{low:.4g}, {high:.4g}]. Binarize it (sklearn.preprocessing.Binarizer) "
-                "or scale it to [0, 1] (sklearn.preprocessing.MinMaxScaler) first, or use "
-                "GaussianVAE for real-valued data."
+                + f"BernoulliVAE models data in [0, 1] (binary or grey levels), but X has "
+                f"{found}. "
+                "Binarize it (sklearn.preprocessing.Binarizer) or scale it to [0, 1] "
+                "(sklearn.preprocessing.MinMaxScaler(clip=True)) "
+                "first, or use GaussianVAE for real-valued data."
             )

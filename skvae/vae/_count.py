@@ -1,5 +1,7 @@
 """Variational autoencoder for count data (scVI-style): Poisson, NB or ZINB decoder."""
 
+import math
+
 import numpy as np
 import torch
 
@@ -9,8 +11,12 @@ from ..nn import (
     NegativeBinomialLikelihood,
     PoissonLikelihood,
     ZeroInflatedNegativeBinomialLikelihood,
+    kl_standard_normal,
 )
 from ._base import BaseVAE
+
+# The largest integer up to which float32 holds every integer exactly.
+_FLOAT32_EXACT = 2**24
 
 _LIKELIHOODS = {
     "poisson": PoissonLikelihood,
@@ -202,7 +208,14 @@ class CountVAE(BaseVAE):
     its effect back. Covariate values are numbers (integer codes for categories: map
     string labels with e.g. ``pandas.factorize`` first).
 
-    X must hold non-negative integers (in any numeric dtype); NaN and inf are rejected.
+    X must hold non-negative integers (in any numeric dtype), checked as given, before any
+    cast; NaN and inf are rejected. float32 (the default ``dtype``) holds every integer
+    exactly only up to 2**24 = 16777216: counts above it are refused unless the model
+    computes in float64 (``dtype="float64"``, exact up to 2**53).
+
+    An all-zero row (library size 0) has log p(x | l = 0) = 0 exactly, whatever z:
+    ``score_samples`` returns 0 for it, ``elbo_samples`` the closed-form -KL(q(z | x) || p(z))
+    and ``score_breakdown`` a reconstruction term of 0.
 
     ``score_samples`` is the importance-weighted estimate of log p(x | l), l = sum_j x_j, in
     nats: for each library size a normalized probability mass function over count rows, as
@@ -343,20 +356,69 @@ class CountVAE(BaseVAE):
             "sklearn.impute.SimpleImputer(strategy='median') in a Pipeline)."
         )
 
-    def _check_values(self, X):
+    def _range_hint(self):
+        """Counts cannot be rescaled: a wider dtype is the fix."""
+        return "fit with dtype='float64'"
+
+    def _check_float32_holds(self, X):
+        """Nothing to do: ``_check_given`` refuses the counts float32 cannot hold."""
+
+    def _check_given(self, X):
+        """Raise unless the values of X as given (before the cast to ``dtype``) are counts
+        the model's dtype holds exactly; NaN and infinity are left to ``_check_finite``."""
+        if X.numel() == 0:
+            return
         advice = ("Pass raw counts (e.g. UMIs per gene and cell, not normalized or "
                   "log-transformed values), or use GaussianVAE for real-valued data.")
-        negative = int(torch.count_nonzero(X < 0))
-        if negative:
+        low, high = (float(v) for v in torch.aminmax(X))  # one pass, no n x d temporaries
+        if not (math.isfinite(low) and math.isfinite(high)):
+            X = X[torch.isfinite(X)][None, :]  # the finite values only (a rare, failing case)
+            if X.numel() == 0:
+                return
+            low, high = (float(v) for v in torch.aminmax(X))
+        if low < 0:
             raise ValueError(
-                f"Negative values in data passed to CountVAE: X has {negative} negative "
-                f"entries (smallest {float(X.min()):.4g}), but CountVAE models counts. {advice}"
+                f"Negative values in data passed to CountVAE: X has "
+                f"{int(torch.count_nonzero(X < 0))} negative entries (smallest {low:.4g}), but "
+                f"CountVAE models counts. {advice}"
             )
-        fractional = int(torch.count_nonzero(X != torch.round(X)))
+        fractional, example = 0, None
+        rows = max(1, 2**20 // max(1, X.shape[1]))
+        for i in range(0, X.shape[0], rows):  # chunks: temporaries of 2**20 values at most
+            chunk = X[i : i + rows]
+            off = chunk != torch.round(chunk)
+            fractional += int(torch.count_nonzero(off))
+            if example is None and fractional:
+                example = float(chunk[off][0])
         if fractional:
             raise ValueError(
-                f"CountVAE models counts, but X has {fractional} non-integer entries. {advice}"
+                f"CountVAE models counts, but X has {fractional} non-integer entries (e.g. "
+                f"{example!r}). {advice}"
             )
+        if self._dtype == torch.float32 and high > _FLOAT32_EXACT:
+            raise ValueError(
+                f"X has {int(torch.count_nonzero(X > _FLOAT32_EXACT))} count(s) above 2**24 = "
+                f"{_FLOAT32_EXACT} (largest {high:.0f}), the largest integers float32 holds "
+                "exactly, and this CountVAE computes in float32: they would be rounded, so rows "
+                "that differ by a few counts would score the same. Fit with dtype='float64', "
+                "which holds counts exactly up to 2**53."
+            )
+
+    def _bounds(self, rows):
+        """The bounds of :class:`BaseVAE`, exact for all-zero rows (library size 0).
+
+        l = 0 forces every count to 0, so log p(x | z, l = 0) = 0 for every z: such a row
+        has log p(x | l) = 0 exactly and, for the encoder's q, ELBO = -KL(q || p) in closed
+        form (the KL of :meth:`score_breakdown`, from the same encoding of the same rows).
+        """
+        iw, lower = super()._bounds(rows)
+        empty = to_numpy((rows.x == 0).all(dim=-1))
+        if not empty.any():
+            return iw, lower
+        with torch.inference_mode():
+            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
+            kl = to_numpy(kl_standard_normal(mean, logvar), np.float64)
+        return np.where(empty, 0.0, iw), np.where(empty, -kl, lower)
 
     def _after_fit(self):
         likelihood = self.module_.likelihood
@@ -410,7 +472,8 @@ class CountVAE(BaseVAE):
 
         def emit(params, generator, mean_only):
             likelihood = self.module_.likelihood
-            l = torch.as_tensor(library, dtype=params.dtype, device=params.device)
+            l = torch.as_tensor(np.ascontiguousarray(library), dtype=params.dtype,
+                                device=params.device)
             l = l.expand(params.shape[0]).unsqueeze(-1)
             if mean_only:  # E[x | z, l]: the mean at the average library, rescaled to l
                 return likelihood.mean(params) * (l / likelihood.mean_library())
