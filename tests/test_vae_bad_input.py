@@ -219,14 +219,18 @@ def test_warnings_name_rows_of_the_whole_dask_array():
 
 @pytest.mark.parametrize("likelihood", ["poisson", "nb", "zinb"])
 def test_rows_a_vae_cannot_score_score_minus_inf_and_are_outliers(likelihood):
-    # float32 counts of 3e38: x log mu and log x! both overflow and their difference is NaN.
+    # float64 counts of 1e306: x log mu and log x! both overflow and their difference is NaN.
     # Such a row scores -inf (named in the warning), the most abnormal row, never an inlier.
+    # (float32 cannot hold such counts at all: refused, naming dtype='float64'.)
     X = np.random.RandomState(0).poisson(5.0, size=(60, 4)).astype(float)
-    params = {**FAST, "likelihood": likelihood, "dtype": "float32"}
-    model = CountVAE(**params).fit(X)
     far = X[:3].copy()
     far[1] = 3e38
-    with pytest.warns(UserWarning, match=r"row\(s\) \[1\] of X .*cannot be computed in float32"
+    with pytest.raises(ValueError, match="dtype='float64'"):
+        CountVAE(**FAST, likelihood=likelihood).fit(X).score_samples(far)
+    far[1] = 1e306
+    params = {**FAST, "likelihood": likelihood, "dtype": "float64"}
+    model = CountVAE(**params).fit(X)
+    with pytest.warns(UserWarning, match=r"row\(s\) \[1\] of X .*cannot be computed in float64"
                                          r".*score -inf"):
         scores = model.score_samples(far)
     assert scores[1] == -np.inf and np.isfinite(scores[[0, 2]]).all()
