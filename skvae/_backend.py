@@ -85,12 +85,15 @@ def _linalg_attempts(A):
 
 def robust_linalg(function, A):
     """``function(A)`` (``torch.linalg.eigh``, say), retried in float64, then on the CPU, when
-    it fails to converge; the results come back in A's dtype and on A's device."""
+    it fails to converge (or, off the CPU, when the device's solver raises: cuSOLVER reports
+    some failures as a plain RuntimeError); the results come back in A's dtype and device."""
     error = None
     for dtype, device in _linalg_attempts(A):
         try:
             result = function(A.to(device=device, dtype=dtype))
-        except torch.linalg.LinAlgError as caught:
+        except RuntimeError as caught:
+            if device.type == "cpu" and not isinstance(caught, torch.linalg.LinAlgError):
+                raise
             error = error or caught
             continue
         if isinstance(result, torch.Tensor):

@@ -35,6 +35,7 @@ def _X(n=120, d=5, seed=0):
 
 # ---------------------------------------------------------------------- generator / device
 _RANDOM = ("randperm", "randn", "rand", "randint")
+_FROM_INPUT = ("multinomial", "bernoulli", "poisson")
 
 
 @pytest.fixture
@@ -50,6 +51,16 @@ def random_calls(monkeypatch):
             if generator is not None:
                 calls.append((_name, generator.device, kwargs.get("device")))
             return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, spy)
+    for name in _FROM_INPUT:  # these draw on the device of their input tensor
+        original = getattr(torch, name)
+
+        def spy(values, *args, _original=original, _name=name, **kwargs):
+            generator = kwargs.get("generator")
+            if generator is not None:
+                calls.append((_name, generator.device, values.device))
+            return _original(values, *args, **kwargs)
 
         monkeypatch.setattr(torch, name, spy)
     return calls
@@ -79,7 +90,7 @@ def test_every_random_call_draws_on_the_device_of_its_generator(random_calls):
     # On CUDA a CPU device with a CUDA generator raises "Expected a 'cpu' device type for
     # generator": each call must name the generator's device explicitly.
     _every_random_path()
-    assert {name for name, _, _ in random_calls} >= {"randperm", "randn", "rand", "randint"}
+    assert {name for name, _, _ in random_calls} >= {*_RANDOM, *_FROM_INPUT}
     wrong = [call for call in random_calls
              if call[2] is None or torch.device(call[2]) != call[1]]
     assert wrong == []
@@ -231,6 +242,24 @@ def test_linalg_falls_back_to_float64_then_the_cpu():
 
 
 _eigh = torch.linalg.eigh
+
+
+def test_a_device_solver_error_is_retried_but_a_cpu_bug_is_not():
+    def solver(M):  # a device solver that fails in float32 with a plain RuntimeError
+        if M.dtype == torch.float32:
+            raise RuntimeError("cusolver error: CUSOLVER_STATUS_INTERNAL_ERROR")
+        return M.sum(0), M
+
+    A = torch.eye(3, device="meta")  # stands for a CUDA matrix
+    values, vectors = robust_linalg(solver, A)
+    assert values.device.type == vectors.device.type == "meta"
+    assert values.dtype == torch.float32
+
+    def broken(M):
+        raise RuntimeError("a bug, not a convergence failure")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        robust_linalg(broken, torch.eye(3))
 
 
 @pytest.mark.parametrize("make", [
