@@ -89,17 +89,26 @@ def _sync(device):
 
 
 # ---------------------------------------------------------------------------- sections
+def _pytest(*args, timeout):
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode != 0:
+        print(done.stdout[-6000:], done.stderr[-3000:], file=sys.stderr)
+        raise AssertionError(f"pytest rc={done.returncode}: {tail}")
+    return tail
+
+
 def run_tests():
-    @check("tests", "pytest -m cuda")
+    @check("tests", "pytest -m cuda tests/")
     def _():
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
-             "tests/"], cwd=ROOT, capture_output=True, text=True, timeout=360)
-        tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-        if done.returncode != 0:
-            print(done.stdout[-6000:], done.stderr[-3000:], file=sys.stderr)
-            raise AssertionError(f"pytest rc={done.returncode}: {tail}")
-        return tail
+        return _pytest("-m", "cuda", "tests/", timeout=300)
+
+    # These also run without a GPU, but on one they fit on CUDA for real.
+    @check("tests", "pytest tests/test_vae_device.py tests/test_device_paths.py")
+    def _():
+        return _pytest("-m", "not slow", "tests/test_vae_device.py",
+                       "tests/test_device_paths.py", timeout=120)
 
 
 def run_smoke(device, small):

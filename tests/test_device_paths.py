@@ -400,3 +400,48 @@ def test_the_cuda_marker_skips_by_marker_not_by_name(monkeypatch):
         one.add_marker = lambda m, _one=one: added.append(_one)
     conftest.pytest_collection_modifyitems(None, items)
     assert added == [items[1]]
+
+
+# ---------------------------------------------------------------------- on a real GPU
+def _memmap(tmp_path, n=400, d=5, dtype=np.float32):
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=dtype, shape=(n, d))
+    X[:] = _X(n, d)
+    X.flush()
+    return np.load(tmp_path / "x.npy", mmap_mode="r")
+
+
+@pytest.mark.cuda
+def test_pinned_staging_on_cuda_gives_the_blocks(tmp_path):
+    copies = DeviceCopies("cuda", torch.float32)
+    assert copies.staged and copies.pin_memory
+    blocks = [np.arange(12.0).reshape(4, 3), np.full((6, 3), 2.0, np.float32), _X(4, 3)]
+    out = [copies(block) for block in blocks]
+    assert copies._buffer.is_pinned()
+    for block, tensor in zip(blocks, out):
+        assert tensor.device.type == "cuda"
+        np.testing.assert_array_equal(tensor.cpu().numpy(), block.astype(np.float32))
+
+
+@pytest.mark.cuda
+def test_streamed_fits_run_on_cuda(tmp_path, monkeypatch):
+    from skvae.linear import _base
+    from skvae.vae import _streaming
+
+    X = _memmap(tmp_path)
+    monkeypatch.setattr(_streaming, "STREAM_BLOCK_BYTES", 2048)  # many blocks: randperm
+    model = GaussianVAE(**{**FAST, "device": "cuda"}).fit(X)
+    assert model.n_iter_ == 2 and np.all(np.isfinite(model.score_samples(X)))
+    monkeypatch.setattr(_base, "_DEVICE_BLOCK_BYTES", 100 * 5 * 4)
+    seen = []
+    original = PPCA._check_input
+
+    def check_input(self, X, **kwargs):
+        seen.append(X.shape[0])
+        return original(self, X, **kwargs)
+
+    monkeypatch.setattr(PPCA, "_check_input", check_input)
+    on_gpu = PPCA(n_components=2, device="cuda").fit(X)
+    assert seen == [100] * 4
+    np.testing.assert_allclose(on_gpu.get_covariance(),
+                               PPCA(n_components=2, device="cpu").fit(np.asarray(X))
+                               .get_covariance(), rtol=1e-6, atol=1e-9)
