@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+import skvae._base as shared
+
 from skvae import PPCA, BernoulliVAE, CountVAE, FactorAnalysisEM, GaussianVAE
 from skvae._backend import (
     _linalg_attempts,
@@ -31,6 +33,13 @@ FAST = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, random_state=0,
 
 def _X(n=120, d=5, seed=0):
     return np.random.RandomState(seed).normal(size=(n, d))
+
+
+def _memmap(tmp_path, n=400, d=5, dtype=np.float32):
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=dtype, shape=(n, d))
+    X[:] = _X(n, d)
+    X.flush()
+    return np.load(tmp_path / "x.npy", mmap_mode="r")
 
 
 # ---------------------------------------------------------------------- generator / device
@@ -359,7 +368,7 @@ def test_a_linear_fit_of_a_memmap_off_the_cpu_streams_it_in_blocks(tmp_path, mon
     X = np.load(tmp_path / "x.npy", mmap_mode="r")
     expected = PPCA(n_components=2, device="cpu").fit(np.asarray(X))
     monkeypatch.setattr(_base.BaseLinearGaussian, "_streams_memmap", lambda self: True)
-    monkeypatch.setattr(_base, "_DEVICE_BLOCK_BYTES", 1000 * 6 * 8)
+    monkeypatch.setattr(shared, "DEVICE_BLOCK_BYTES", 1000 * 6 * 8)
     seen = []
     original = PPCA._check_input
 
@@ -379,6 +388,42 @@ def test_a_linear_fit_of_a_memmap_off_the_cpu_streams_it_in_blocks(tmp_path, mon
     seen.clear()
     assert np.isfinite(PPCA(n_components=2, device="cpu", max_iter=5).fit(gappy).score(X))
     assert seen[-1] == 3000
+
+
+@pytest.mark.parametrize("make", [
+    lambda: PPCA(n_components=2, device="cpu"),
+    lambda: GaussianVAE(**FAST),
+])
+def test_inference_on_a_memmap_off_the_cpu_reads_it_in_blocks(make, tmp_path, monkeypatch):
+    X = _memmap(tmp_path, n=1000, d=6, dtype=np.float64)
+    model = make().fit(np.asarray(X))
+    expected = {"score_samples": model.score_samples(np.asarray(X)),
+                "transform": model.transform(np.asarray(X), return_std=True)}
+    monkeypatch.setattr(shared, "_streams_to_device",
+                        lambda model, X: isinstance(X, np.memmap))  # as on a GPU
+    monkeypatch.setattr(shared, "DEVICE_BLOCK_BYTES", 300 * 6 * 8)
+    seen = []
+    original = type(model)._check_input
+
+    def check_input(self, X, **kwargs):
+        seen.append(X.shape[0])
+        return original(self, X, **kwargs)
+
+    monkeypatch.setattr(type(model), "_check_input", check_input)
+    np.testing.assert_allclose(model.score_samples(X), expected["score_samples"], rtol=1e-12)
+    assert seen == [300, 300, 300, 100]
+    for got, want in zip(model.transform(X, return_std=True), expected["transform"]):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_only_a_large_memmap_on_a_gpu_model_is_read_in_blocks(tmp_path):
+    X = _memmap(tmp_path, n=100, d=6, dtype=np.float64)
+    on_gpu = SimpleNamespace(_device=torch.device("cuda"))
+    assert not shared._streams_to_device(on_gpu, X)  # one block's worth: as an array
+    assert not shared._streams_to_device(SimpleNamespace(_device=torch.device("cpu")), X)
+    assert not shared._streams_to_device(on_gpu, np.asarray(X))
+    big = SimpleNamespace(ndim=2, nbytes=shared.DEVICE_BLOCK_BYTES + 1)
+    assert not shared._streams_to_device(on_gpu, big)  # not a memmap
 
 
 # ---------------------------------------------------------------------- the cuda marker
@@ -403,13 +448,6 @@ def test_the_cuda_marker_skips_by_marker_not_by_name(monkeypatch):
 
 
 # ---------------------------------------------------------------------- on a real GPU
-def _memmap(tmp_path, n=400, d=5, dtype=np.float32):
-    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=dtype, shape=(n, d))
-    X[:] = _X(n, d)
-    X.flush()
-    return np.load(tmp_path / "x.npy", mmap_mode="r")
-
-
 @pytest.mark.cuda
 def test_pinned_staging_on_cuda_gives_the_blocks(tmp_path):
     copies = DeviceCopies("cuda", torch.float32)
@@ -431,7 +469,7 @@ def test_streamed_fits_run_on_cuda(tmp_path, monkeypatch):
     monkeypatch.setattr(_streaming, "STREAM_BLOCK_BYTES", 2048)  # many blocks: randperm
     model = GaussianVAE(**{**FAST, "device": "cuda"}).fit(X)
     assert model.n_iter_ == 2 and np.all(np.isfinite(model.score_samples(X)))
-    monkeypatch.setattr(_base, "_DEVICE_BLOCK_BYTES", 100 * 5 * 4)
+    monkeypatch.setattr(shared, "DEVICE_BLOCK_BYTES", 100 * 5 * 4)
     seen = []
     original = PPCA._check_input
 

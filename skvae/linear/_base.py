@@ -18,6 +18,7 @@ from .._base import (
     _row_blocks,
     blockwise,
     fit_all_or_nothing,
+    memmap_blocks,
     scores_or_minus_inf,
     warn_nan_rows,
 )
@@ -28,20 +29,11 @@ from ._moments import DenseScatter, LowRankScatter, merge_moments
 _CHUNK_BYTES = 4 * 2**20  # rows per inference chunk: about this many bytes of float64 input
 # On a GPU every chunk ends in a copy to the host (a sync): fewer, larger chunks there.
 _CUDA_CHUNK_BYTES = 128 * 2**20
-# Rows of a numpy.memmap copied to a GPU at a time by fit: the file is never copied whole.
-_DEVICE_BLOCK_BYTES = 64 * 2**20
 
 
 def _chunk_bytes(device):
     """Bytes of float64 input per inference chunk on ``device``."""
     return _CUDA_CHUNK_BYTES if device.type == "cuda" else _CHUNK_BYTES
-
-
-def _memmap_blocks(X):
-    """Row slices of the memmap ``X`` of about ``_DEVICE_BLOCK_BYTES`` each (views, no copy)."""
-    rows = max(2, _DEVICE_BLOCK_BYTES // max(1, X.shape[1] * X.itemsize))
-    for start in range(0, X.shape[0], rows):
-        yield X[start : start + rows]
 
 
 class _EMProgress:
@@ -127,7 +119,7 @@ class BaseLinearGaussian(BaseLatentModel):
         if isinstance(X, np.memmap) and X.ndim == 2 and self._streams_memmap():
             # Complete rows stream to the device block by block; with gaps, EM revisits every
             # row at each iteration, so the rows are then copied whole as below.
-            fitted = self._fit_blocks(_memmap_blocks(X), on_nan=lambda: None)
+            fitted = self._fit_blocks(memmap_blocks(X), on_nan=lambda: None)
             if fitted is not None:
                 return fitted
         # lazy_cast: float32 rows stay float32 (a memmap stays on disk) and are cast chunk by
