@@ -89,7 +89,7 @@ class DeviceCopies:
         out = part.to(device=self.device, non_blocking=self.pin_memory, copy=True)
         if self.device.type == "cuda":
             self._copied = torch.cuda.Event()
-            self._copied.record()
+            self._copied.record(torch.cuda.current_stream(self.device))  # the copy's stream
         return out.to(self.dtype)
 
     def _staging(self, source):
