@@ -380,7 +380,7 @@ def run_speed(device, small):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="run the smoke, pickle, determinism and speed parts on the CPU, small")
+                        help="the smoke, pickle, determinism and speed parts, on the CPU, small")
     parser.add_argument("--json", help="also write the report here")
     parser.add_argument("--skip", nargs="*", default=[],
                         help="sections to leave out (tests smoke pickles determinism syncs speed)")

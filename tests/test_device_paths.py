@@ -221,7 +221,8 @@ def test_noise_variance_init_and_library_size_accept_tensors():
     init = torch.full((5,), 0.5, requires_grad=True)
     from_tensor = FactorAnalysisEM(n_components=2, device="cpu", noise_variance_init=init)
     from_array = FactorAnalysisEM(n_components=2, device="cpu", noise_variance_init=np.full(5, .5))
-    np.testing.assert_allclose(from_tensor.fit(X).noise_variance_, from_array.fit(X).noise_variance_)
+    np.testing.assert_allclose(from_tensor.fit(X).noise_variance_,
+                               from_array.fit(X).noise_variance_)
     counts = np.random.RandomState(0).poisson(3.0, size=(120, 5))
     model = CountVAE(**FAST).fit(counts)
     library = torch.tensor([4.0, 9.0], requires_grad=True)

@@ -56,7 +56,8 @@ class DenseScatter:
 
     def scaled_eigh(self, root):
         """Eigenpairs of D^-1 S D^-1 with D = diag(root), eigenvalues descending."""
-        eigvals, eigvecs = robust_linalg(torch.linalg.eigh, self.matrix * self.scale / root[:, None] / root)
+        scaled = self.matrix * self.scale / root[:, None] / root
+        eigvals, eigvecs = robust_linalg(torch.linalg.eigh, scaled)
         return eigvals.flip(0), eigvecs.flip(1)
 
     def root_rows(self):
