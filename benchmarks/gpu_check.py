@@ -321,6 +321,7 @@ def _epoch_seconds(device, X, batch_size, epochs):
                         batch_size=batch_size, device=device, random_state=0)
     model.fit(X[:batch_size * 4])  # warm-up: kernels, allocator
     model.set_params(warm_start=True, max_iter=1)
+    model.fit(X)  # and one whole epoch (a new thread count's pool starts slowly)
     times = []
     for _ in range(epochs):
         _sync(torch.device(device))
