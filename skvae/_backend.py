@@ -56,10 +56,51 @@ def resolve_dtype(dtype):
 
 
 def fallback_device(device):
-    """The device to use for a model loaded on this machine: CPU when CUDA has gone."""
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+    """The device to use for a model loaded on this machine: CPU when CUDA has gone, the
+    current CUDA device when the one it was saved on (``cuda:1``, say) does not exist here."""
+    if device is None or device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
         return torch.device("cpu")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        return torch.device("cuda")
     return device
+
+
+def host_array(value, dtype=np.float64):
+    """A C-contiguous numpy array of a user's array-like (a negative-stride view and a torch
+    tensor on any device included)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def _linalg_attempts(A):
+    """(dtype, device) to try in turn for a decomposition of ``A``: as given, then float64 on
+    its device, then float64 on the CPU (cuSOLVER's float32 kernels can fail to converge on
+    a singular matrix that LAPACK in float64 decomposes)."""
+    attempts = [(A.dtype, A.device), (torch.float64, A.device), (torch.float64,
+                                                                 torch.device("cpu"))]
+    return list(dict.fromkeys(attempts))
+
+
+def robust_linalg(function, A):
+    """``function(A)`` (``torch.linalg.eigh``, say), retried in float64, then on the CPU, when
+    it fails to converge (or, off the CPU, when the device's solver raises: cuSOLVER reports
+    some failures as a plain RuntimeError); the results come back in A's dtype and device."""
+    error = None
+    for dtype, device in _linalg_attempts(A):
+        try:
+            result = function(A.to(device=device, dtype=dtype))
+        except RuntimeError as caught:
+            if device.type == "cpu" and not isinstance(caught, torch.linalg.LinAlgError):
+                raise
+            error = error or caught
+            continue
+        if isinstance(result, torch.Tensor):
+            return result.to(device=A.device, dtype=A.dtype)
+        return tuple(part.to(device=A.device, dtype=A.dtype) for part in result)
+    raise error
 
 
 def as_tensor(X, *, device, dtype):
@@ -109,6 +150,18 @@ def derived_seed(seed, *key, bits=64):
     """
     dtype = {64: np.uint64, 32: np.uint32}[bits]
     return int(np.random.SeedSequence(seed, spawn_key=key).generate_state(1, dtype)[0])
+
+
+def device_independent_normal(seed, shape, *, device, dtype):
+    """Standard normal draws of ``shape`` that are the same numbers on every device.
+
+    A CUDA generator gives other numbers than a CPU one for the same seed, so draws that are
+    part of a fitted model (the importance draws every score shares) come from a CPU generator
+    and are then moved: a model fitted on a GPU scores the same on a CPU, to float rounding.
+    """
+    generator = torch.Generator(device="cpu").manual_seed(int(seed))
+    draws = torch.randn(shape, generator=generator, device="cpu", dtype=dtype)
+    return draws.to(device)
 
 
 def make_generator(random_state, device):

@@ -116,20 +116,45 @@ def _row_blocks(X):
         yield np.asarray(X.blocks[i].compute())
 
 
+# Rows of a numpy.memmap copied to a GPU at a time: the file is never copied to it whole.
+DEVICE_BLOCK_BYTES = 64 * 2**20
+
+
+def memmap_blocks(X):
+    """Row slices of the 2-D memmap ``X`` of about ``DEVICE_BLOCK_BYTES`` each (views)."""
+    rows = max(2, DEVICE_BLOCK_BYTES // max(1, X.shape[1] * X.itemsize))
+    for start in range(0, X.shape[0], rows):
+        yield X[start : start + rows]
+
+
+def _streams_to_device(model, X):
+    """Whether a per-row method reads the memmap ``X`` block by block: when the model's
+    device is not the CPU (there, a memmap is viewed in place, without a copy)."""
+    device = getattr(model, "_device", None)
+    return (isinstance(X, np.memmap) and X.ndim == 2 and device is not None
+            and torch.device(device).type != "cpu" and X.nbytes > DEVICE_BLOCK_BYTES)
+
+
 def blockwise(method):
     """Let a per-row method take a dask array: it runs block by block, results concatenated.
 
     The method is called on each row block (a numpy array) as it would be on an array; its
     results (an array, a tuple of arrays as ``transform(X, return_std=True)`` returns, or a
-    dict of arrays) are joined along the rows. Other input goes straight to the method.
+    dict of arrays) are joined along the rows. A large memmap given to a model on a GPU is
+    read the same way, so it is never copied to the device whole. Other input goes straight
+    to the method.
     """
 
     @functools.wraps(method)
     def wrapper(self, X, *args, **kwargs):
-        if not _is_dask_array(X):
+        if _is_dask_array(X):
+            blocks = _row_blocks(X)
+        elif _streams_to_device(self, X):
+            blocks = memmap_blocks(X)
+        else:
             return method(self, X, *args, **kwargs)
         parts, start = [], 0
-        for block in _row_blocks(X):
+        for block in blocks:
             token = _ROW_OFFSET.set(start)  # warnings name rows of X, not of the block
             try:
                 parts.append(method(self, block, *args, **kwargs))

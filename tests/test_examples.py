@@ -22,9 +22,20 @@ def test_examples_found():
         path.name for path in USES_SHARED_DATA}
 
 
-@pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
-def test_example_runs_in_fast_mode(script, tmp_path):
+def _fast_env(cuda):
+    """The examples pick their device with device="auto": CUDA hidden, they run on the CPU
+    the figures and printed numbers were tuned on; with ``cuda``, on the GPU."""
     env = dict(os.environ, SKVAE_EXAMPLES_FAST="1", MPLBACKEND="Agg")
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+@pytest.mark.parametrize("cuda", [
+    False, pytest.param(True, marks=pytest.mark.cuda)], ids=["cpu", "cuda"])
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda path: path.stem)
+def test_example_runs_in_fast_mode(script, cuda, tmp_path):
+    env = _fast_env(cuda)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -41,7 +52,7 @@ def test_example_runs_without_shared_data(script, tmp_path):
     copy = tmp_path / "repo" / "examples" / script.name
     copy.parent.mkdir(parents=True)
     copy.write_text(script.read_text())
-    env = dict(os.environ, SKVAE_EXAMPLES_FAST="1", MPLBACKEND="Agg")
+    env = _fast_env(cuda=False)
     done = subprocess.run([sys.executable, str(copy)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

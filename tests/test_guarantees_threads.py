@@ -28,7 +28,7 @@ def torch_threads(estimator, X, y=None):
 
 
 @pytest.mark.parametrize("estimator, grid", [
-    (PPCA(), {"n_components": [2, 4]}),
+    (PPCA(device="cpu"), {"n_components": [2, 4]}),  # CPU threads are the subject
     (GaussianVAE(hidden_layer_sizes=(8,), max_iter=2, device="cpu", random_state=0),
      {"n_components": [2, 3]}),
 ], ids=["PPCA", "GaussianVAE"])
@@ -54,7 +54,7 @@ def test_threadpool_limits_bound_a_fit(monkeypatch):
     monkeypatch.setattr(PPCA, "_fit_complete", recording)
     X = load_digits().data[:200] / 16
     with threadpool_limits(limits=1):
-        PPCA(n_components=2).fit(X)
+        PPCA(n_components=2, device="cpu").fit(X)
     assert seen == [1]
 
 

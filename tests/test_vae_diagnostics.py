@@ -19,7 +19,7 @@ def collapsed():
     """A VAE with more latent components than the data's two dimensions."""
     X = _low_rank()
     model = GaussianVAE(n_components=6, hidden_layer_sizes=(32,), max_iter=60, batch_size=50,
-                        learning_rate_init=3e-3, random_state=0)
+                        learning_rate_init=3e-3, device="cpu", random_state=0)
     with pytest.warns(Warning):  # max_iter reached
         model.fit(X)
     return model, X
@@ -62,7 +62,7 @@ def test_collapsed_components_are_reported(collapsed):
 def test_a_heavy_beta_switches_components_off():
     X = _low_rank(seed=1)
     common = dict(n_components=4, hidden_layer_sizes=(32,), max_iter=30, batch_size=50,
-                  learning_rate_init=3e-3, random_state=0)
+                  learning_rate_init=3e-3, device="cpu", random_state=0)
     with pytest.warns(Warning):
         light = GaussianVAE(beta=1.0, **common).fit(X)
     with pytest.warns(Warning):
@@ -107,7 +107,7 @@ def test_iwae_objective_fits_a_tighter_model_than_the_elbo():
     Z = rng.normal(size=(700, 2))
     X = np.tanh(Z @ rng.normal(size=(2, 6))) * 2 + 0.05 * rng.normal(size=(700, 6))
     common = dict(n_components=2, hidden_layer_sizes=(32,), max_iter=25, batch_size=50,
-                  learning_rate_init=3e-3, random_state=0)
+                  learning_rate_init=3e-3, device="cpu", random_state=0)
     with pytest.warns(Warning):
         plain = GaussianVAE(**common).fit(X[:500])
     with pytest.warns(Warning):

@@ -9,7 +9,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import make_generator, to_numpy
+from .._backend import make_generator, resolve_device, robust_linalg, to_numpy
 from .._base import (
     BaseLatentModel,
     _caller_values,
@@ -18,6 +18,7 @@ from .._base import (
     _row_blocks,
     blockwise,
     fit_all_or_nothing,
+    memmap_blocks,
     scores_or_minus_inf,
     warn_nan_rows,
 )
@@ -26,6 +27,13 @@ from . import _gaussian as gauss
 from ._moments import DenseScatter, LowRankScatter, merge_moments
 
 _CHUNK_BYTES = 4 * 2**20  # rows per inference chunk: about this many bytes of float64 input
+# On a GPU every chunk ends in a copy to the host (a sync): fewer, larger chunks there.
+_CUDA_CHUNK_BYTES = 128 * 2**20
+
+
+def _chunk_bytes(device):
+    """Bytes of float64 input per inference chunk on ``device``."""
+    return _CUDA_CHUNK_BYTES if device.type == "cuda" else _CHUNK_BYTES
 
 
 class _EMProgress:
@@ -109,6 +117,12 @@ class BaseLinearGaussian(BaseLatentModel):
         """
         if _is_dask_array(X):
             return self._fit_blocks(_row_blocks(X))
+        if isinstance(X, np.memmap) and X.ndim == 2 and self._streams_memmap():
+            # Complete rows stream to the device block by block; with gaps, EM revisits every
+            # row at each iteration, so the rows are then copied whole as below.
+            fitted = self._fit_blocks(memmap_blocks(X), on_nan=lambda: None)
+            if fitted is not None:
+                return fitted
         # lazy_cast: float32 rows stay float32 (a memmap stays on disk) and are cast chunk by
         # chunk into the statistics, which are in the model's precision.
         X, has_nan = self._check_input(X, reset=True, ensure_min_samples=2, return_has_nan=True,
@@ -126,12 +140,21 @@ class BaseLinearGaussian(BaseLatentModel):
         self._warn_constant_columns()
         return self
 
-    def _fit_blocks(self, blocks):
-        """Fit from row blocks (numpy arrays) read one at a time: exact streamed statistics."""
+    def _streams_memmap(self):
+        """Whether ``fit`` reads a memmap block by block: when the model is not on the CPU
+        (there, a memmap is viewed in place, without a copy)."""
+        return resolve_device(self.device).type != "cpu"
+
+    def _fit_blocks(self, blocks, on_nan=None):
+        """Fit from row blocks (numpy arrays) read one at a time: exact streamed statistics.
+
+        A block with NaN raises, or, with ``on_nan``, returns what ``on_nan()`` returns."""
         stats = (0, None, None)
         for block in blocks:
             X, has_nan = self._check_input(block, reset=stats[0] == 0, return_has_nan=True,
                                            lazy_cast=True)
+            if has_nan and on_nan is not None:
+                return on_nan()
             if has_nan:
                 raise ValueError(
                     "Input X contains NaN: a dask array is fitted in one pass over its blocks, "
@@ -406,7 +429,7 @@ class BaseLinearGaussian(BaseLatentModel):
         """
         if rotate:
             scaled = W / torch.sqrt(psi)[:, None]
-            _, rotation = torch.linalg.eigh(scaled.T @ scaled)
+            _, rotation = robust_linalg(torch.linalg.eigh, scaled.T @ scaled)
             W = W @ rotation.flip(1)
         largest = torch.argmax(W.abs(), dim=0)
         signs = torch.sign(W[largest, torch.arange(W.shape[1], device=W.device)])
@@ -438,12 +461,12 @@ class BaseLinearGaussian(BaseLatentModel):
 
     # ------------------------------------------------------------------ inference
     def _row_chunks(self, X):
-        """Slices of about ``_CHUNK_BYTES`` of rows of ``X``, each cast to the model's dtype.
+        """Slices of about ``_chunk_bytes`` of rows of ``X``, each cast to the model's dtype.
 
         Inference works chunk by chunk, so what it holds beyond the input and the output is
         bounded by the chunk size, not by n x d (a float32 input is never cast whole).
         """
-        rows = max(1, _CHUNK_BYTES // (8 * X.shape[1]))
+        rows = max(1, _chunk_bytes(X.device) // (8 * X.shape[1]))
         for start in range(0, X.shape[0], rows):
             yield slice(start, start + rows), X[start : start + rows].to(self._dtype)
 

@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from .._backend import host_array
 from .._compat import StrOptions, _ortho_rotation
 from . import _gaussian as gauss
 from ._base import BaseLinearGaussian
@@ -157,7 +158,7 @@ class FactorAnalysisEM(BaseLinearGaussian):
         """``noise_variance_init`` as a tensor like ``like``, checked; None when not given."""
         if self.noise_variance_init is None:
             return None
-        init = np.ascontiguousarray(self.noise_variance_init, dtype=np.float64)
+        init = host_array(self.noise_variance_init)  # a CUDA tensor or negative strides too
         if init.shape != (n_features,) or not np.all(np.isfinite(init)) or np.any(init <= 0):
             raise ValueError(
                 f"noise_variance_init must hold n_features={n_features} positive finite values; "

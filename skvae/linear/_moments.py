@@ -14,9 +14,11 @@ A covariance S = scale * Q is passed to the solvers as a :class:`DenseScatter` o
 """
 
 import math
+from functools import partial
 
 import torch
 
+from .._backend import robust_linalg
 from ._gaussian import ROW_CHUNK, _centred_scatter
 
 
@@ -49,12 +51,13 @@ class DenseScatter:
 
     def eigh(self):
         """All eigenpairs of S, eigenvalues descending."""
-        eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale)
+        eigvals, eigvecs = robust_linalg(torch.linalg.eigh, self.matrix * self.scale)
         return eigvals.flip(0), eigvecs.flip(1)
 
     def scaled_eigh(self, root):
         """Eigenpairs of D^-1 S D^-1 with D = diag(root), eigenvalues descending."""
-        eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale / root[:, None] / root)
+        scaled = self.matrix * self.scale / root[:, None] / root
+        eigvals, eigvecs = robust_linalg(torch.linalg.eigh, scaled)
         return eigvals.flip(0), eigvecs.flip(1)
 
     def root_rows(self):
@@ -64,7 +67,7 @@ class DenseScatter:
         where that must not cancel (see ``_gaussian.em_step_stats``).
         """
         if getattr(self, "_factor", None) is None:
-            eigvals, eigvecs = torch.linalg.eigh(self.matrix * self.scale)
+            eigvals, eigvecs = robust_linalg(torch.linalg.eigh, self.matrix * self.scale)
             self._factor = (eigvecs * torch.sqrt(eigvals.clamp_min(0))).T
         return self._factor
 
@@ -113,7 +116,7 @@ class LowRankScatter:
         return self.factor * math.sqrt(self.scale)
 
     def _thin(self, F):
-        _, singular, Vt = torch.linalg.svd(F, full_matrices=False)
+        _, singular, Vt = robust_linalg(partial(torch.linalg.svd, full_matrices=False), F)
         return singular.square() * self.scale, Vt.T
 
     def to(self, device):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from .._backend import make_generator
+from .._backend import make_generator, robust_linalg
 from .._compat import StrOptions
 from . import _gaussian as gauss
 from ._base import BaseLinearGaussian
@@ -230,7 +230,7 @@ class PPCA(BaseLinearGaussian):
     def _after_fit(self, W, psi):
         eigvals = getattr(self, "_eigvals", None)
         if eigvals is None:  # EM with gaps: the spectrum of the fitted covariance
-            eigvals = torch.linalg.eigvalsh(W.T @ W).flip(0) + psi[0]
+            eigvals = robust_linalg(torch.linalg.eigvalsh, W.T @ W).flip(0) + psi[0]
             total = float((W * W).sum() + psi.sum())
         else:
             total = float(eigvals.clamp_min(0).sum())

@@ -25,6 +25,10 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # 2x slower; from 2**20 down the allocator reuses its memory. Much smaller chunks (2**18) pay
 # per-step overhead instead.
 DEFAULT_BUDGET = 2**20
+# On a GPU a step is launch-bound long before it is memory-bound: 4 MiB steps would run ~13
+# rows at K=100, d=784. 2**26 float32 values (256 MiB per layer) keep a step to a fraction of
+# any GPU's memory and give ~850 rows there.
+CUDA_BUDGET = 2**26
 
 
 def kl_standard_normal(mean, logvar):
@@ -106,12 +110,29 @@ ROW_QUANTUM = 64
 # Rows one chunk of encode / decode holds at most: the GEMMs are efficient long before, and a
 # call with few rows still computes one whole chunk.
 _MAX_CHUNK_ROWS = 1024
+_MAX_CUDA_CHUNK_ROWS = 16384
 
 
-def chunk_rows(module, K=1, budget=DEFAULT_BUDGET):
-    """Rows per inference chunk: a multiple of ``ROW_QUANTUM`` set by the module and K only
-    (never by the number of rows), at most ``budget`` elements (rows x K x widest layer)."""
-    rows = min(_MAX_CHUNK_ROWS, budget // (K * module.widest()))
+def device_of(module):
+    """The device of a module's parameters (the CPU for a module without any)."""
+    parameter = next(iter(module.parameters()), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+def inference_budget(device):
+    """Elements (rows x draws x widest layer) one inference step may hold on ``device``."""
+    return CUDA_BUDGET if torch.device(device).type == "cuda" else DEFAULT_BUDGET
+
+
+def chunk_rows(module, K=1, budget=None):
+    """Rows per inference chunk: a multiple of ``ROW_QUANTUM`` set by the module, K and the
+    device only (never by the number of rows), at most ``budget`` elements (rows x K x widest
+    layer; by default the device's :func:`inference_budget`)."""
+    device = device_of(module)
+    if budget is None:
+        budget = inference_budget(device)
+    cap = _MAX_CUDA_CHUNK_ROWS if device.type == "cuda" else _MAX_CHUNK_ROWS
+    rows = min(cap, budget // (K * module.widest()))
     return max(ROW_QUANTUM, rows - rows % ROW_QUANTUM)
 
 
@@ -135,6 +156,8 @@ def pad_rows(values, start, rows):
 def _chunk_sizes(module, K, budget):
     """Rows per chunk and draws per step so that a step holds at most ``budget`` elements
     (rows x draws x widest layer); both fixed for a module and K (see ``chunk_rows``)."""
+    if budget is None:
+        budget = inference_budget(device_of(module))
     rows = chunk_rows(module, K, budget)
     return rows, max(1, min(K, budget // (rows * module.widest())))
 
@@ -151,7 +174,7 @@ def _chunk(module, X, C, mask, start, rows):
     return x, u, module.targets_from(x, u), c, m
 
 
-def monte_carlo_bounds(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
+def monte_carlo_bounds(module, X, eps, budget=None, C=None, mask=None):
     """Importance-weighted estimate and ELBO estimate of log p(x) for every row of X.
 
     Every row uses the same K draws ``eps`` (shape (K, n_components)) and goes through chunks
@@ -212,7 +235,7 @@ class _RunningLogSumExp:
         return shift + torch.log(self.sum)
 
 
-def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
+def monte_carlo_impute(module, X, mask, eps, budget=None, C=None):
     """Importance-weighted conditional means E[x | x_obs] of every entry, in the units of x.
 
     E[x | x_obs] = E_{p(z | x_obs)} E[x | z] ~= sum_k w_k E[x | z_k] with z_k ~ q(z | x_obs)
@@ -244,7 +267,7 @@ def monte_carlo_impute(module, X, mask, eps, budget=DEFAULT_BUDGET, C=None):
     return out
 
 
-def mean_elbo(module, X, eps, budget=DEFAULT_BUDGET, C=None, mask=None):
+def mean_elbo(module, X, eps, budget=None, C=None, mask=None):
     """Mean ELBO (beta = 1) over the rows of X with fixed noise eps (n, k), chunked."""
     rows = chunk_rows(module, 1, budget)
     total = torch.zeros((), dtype=eps.dtype, device=eps.device)

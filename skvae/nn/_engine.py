@@ -133,7 +133,8 @@ def _streamed_epoch(module, optimizer, source, generator, batch_size, weight, ob
     """One epoch over the blocks of ``source``: blocks in a random order, rows shuffled within
     each block; the loss is the row-weighted mean over the blocks (the mean over all rows)."""
     total = 0.0
-    for index in torch.randperm(source.n_blocks, generator=generator).tolist():
+    order = torch.randperm(source.n_blocks, generator=generator, device=generator.device)
+    for index in order.tolist():
         data = source.prepared(index, module)
         total += float(_pass(module, optimizer, data, generator, batch_size, weight, objective))
         del data  # one block in memory at a time

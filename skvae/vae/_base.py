@@ -28,7 +28,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import as_tensor, derived_seed, seed_from, to_numpy
+from .._backend import as_tensor, derived_seed, device_independent_normal, seed_from, to_numpy
 from .._base import (
     BaseLatentModel,
     _caller_values,
@@ -62,7 +62,7 @@ from ._covariates import (
 )
 from ._reservoir import concat, draw_keys, merge_split, moved, reservoir_size, select, smallest
 from ._resynthesis import ResynthesisMixin
-from ._streaming import BottomK, Moments, RowBlocks, StreamedRows, is_streamed
+from ._streaming import BottomK, DeviceCopies, Moments, RowBlocks, StreamedRows, is_streamed
 
 # The uses of the fitted seed, as keys of numpy's SeedSequence (see derived_seed).
 _CONTINUED_TRAINING = 1  # with the epoch count: each warm start / partial_fit call its own stream
@@ -535,9 +535,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 lambda m: _with_unit_scale_where_constant(*moments.mean_std(self._dtype)),
                 sample, sample_mask)
 
-        def to_tensor(block):
-            return as_tensor(block, device=self._device, dtype=self._dtype)
-
+        to_tensor = DeviceCopies(self._device, self._dtype)  # pinned staging on CUDA
         result = self._train(module, optimizer, StreamedRows(blocks, to_tensor, has_nan),
                              generator, history, incremental)
         optimizer = self._report(result, module, optimizer, history, incremental)
@@ -849,13 +847,11 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         return self._full_layout(decoded, raw, out)
 
     def _importance_draws(self):
-        """The K standard normal draws (K, n_components) every row of every call shares."""
-        generator = torch.Generator(device=self._device).manual_seed(
-            derived_seed(self._seed, _IMPORTANCE_DRAWS)
-        )
-        return torch.randn(
+        """The K standard normal draws (K, n_components) every row of every call shares: drawn
+        on the CPU whatever the model's device, so scores do not change when a model moves."""
+        return device_independent_normal(
+            derived_seed(self._seed, _IMPORTANCE_DRAWS),
             (self.n_importance_samples, self.n_components_),
-            generator=generator,
             device=self._device,
             dtype=self._dtype,
         )

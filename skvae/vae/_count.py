@@ -5,7 +5,7 @@ import math
 import numpy as np
 import torch
 
-from .._backend import to_numpy
+from .._backend import host_array, to_numpy
 from .._compat import StrOptions
 from ..nn import (
     NegativeBinomialLikelihood,
@@ -461,7 +461,7 @@ class CountVAE(BaseVAE):
         """
         if library_size is None:
             return self._sample(n_samples, random_state, return_mean, latent, covariates)
-        library = np.asarray(library_size, dtype=np.float64)
+        library = host_array(library_size)  # a CUDA tensor too
         if library.ndim > 1 or library.size not in (1, n_samples) or not np.all(
                 np.isfinite(library) & (library > 0)):
             raise ValueError(

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from .._backend import as_tensor
 from .._base import _is_dask_array
 from ..nn._engine import BlockSource
 
@@ -55,6 +56,52 @@ class RowBlocks:
         if self._slices is None:
             return np.asarray(self._X.blocks[index].compute())
         return np.asarray(self._X[self._slices[index]])
+
+
+class DeviceCopies:
+    """Blocks of rows (numpy) -> tensors on ``device`` in ``dtype``, for every epoch's reads.
+
+    To a GPU, each block goes through one pinned (page-locked) staging buffer that is reused:
+    the copy to the device is then a DMA that does not block the host (``non_blocking``), and
+    the buffer is refilled only once the previous copy out of it has finished. On the CPU a
+    block is a tensor view or copy as ``as_tensor`` makes it. ``staged`` (default: on CUDA)
+    and ``pin_memory`` (default: on CUDA) exist so the staging path can be checked anywhere.
+    """
+
+    def __init__(self, device, dtype, *, staged=None, pin_memory=None):
+        self.device, self.dtype = torch.device(device), dtype
+        on_cuda = self.device.type == "cuda"
+        self.staged = on_cuda if staged is None else staged
+        self.pin_memory = on_cuda if pin_memory is None else pin_memory
+        self._buffer = self._copied = None
+
+    def __call__(self, block):
+        if not self.staged:
+            return as_tensor(block, device=self.device, dtype=self.dtype)
+        source = as_tensor(block, device="cpu", dtype=None if block.dtype.kind == "f"
+                           else torch.float64)
+        buffer = self._staging(source)
+        if self._copied is not None:
+            self._copied.synchronize()  # the last copy out of the buffer is done
+        part = buffer[: source.numel()].view(source.shape)
+        part.copy_(source)
+        # copy=True: the buffer is reused, the result must own its memory on any device.
+        out = part.to(device=self.device, non_blocking=self.pin_memory, copy=True)
+        if self.device.type == "cuda":
+            self._copied = torch.cuda.Event()
+            self._copied.record(torch.cuda.current_stream(self.device))  # the copy's stream
+        return out.to(self.dtype)
+
+    def _staging(self, source):
+        """The staging buffer, grown to hold ``source`` (same dtype)."""
+        buffer = self._buffer
+        if buffer is None or buffer.dtype != source.dtype or buffer.numel() < source.numel():
+            if self._copied is not None:
+                self._copied.synchronize()
+            buffer = torch.empty(source.numel(), dtype=source.dtype,
+                                 pin_memory=self.pin_memory)
+            self._buffer = buffer
+        return buffer
 
 
 class StreamedRows(BlockSource):
