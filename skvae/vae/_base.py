@@ -18,6 +18,7 @@ rows of X's layout put the raw covariate values back in their columns (:meth:`_f
 Without covariates, ``c`` is None and every path is the unconditional one, bit for bit.
 """
 
+import copy
 import warnings
 from collections import namedtuple
 from dataclasses import replace
@@ -379,6 +380,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             return self._fit_streamed(X, incremental=incremental)
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
+        if not fresh:
+            self._resolve_placement()  # continuing moves the model to the current device/dtype
         X_given = X
         X, has_nan, raw, columns = self._training_rows(X_given, reset=fresh)
         self._check_values(X)
@@ -432,13 +435,17 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         result = self._train(module, optimizer, X_train, generator, history, incremental,
                              X_val=X_val, C=C_train, C_val=C_val, mask=mask_train,
                              mask_val=mask_val)
-        optimizer = self._report(result, module, optimizer, history, incremental)
-        self._set_fitted(module, optimizer, history, spec, columns, encoder, seed if fresh
-                         else None)
-        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train)
-        self._set_latent_diagnostics(X_train, has_nan, C_train)
-        self._forget_latent_density()
-        self._after_fit()
+
+        def publish(interrupted):
+            kept = self._report(result, module, optimizer, history, incremental, interrupted)
+            self._set_fitted(module, kept, history, spec, columns, encoder,
+                             seed if fresh else None)
+            self._update_reservoir(X_train, generator, merge=not fresh, C=C_train)
+            self._set_latent_diagnostics(X_train, has_nan, C_train)
+            self._forget_latent_density()
+            self._after_fit()
+
+        self._publish(publish)
         return self
 
     def _fit_streamed(self, X, *, incremental):
@@ -465,6 +472,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
         if not fresh:
+            self._resolve_placement()  # continuing moves the model to the current device/dtype
             spec = self._module_spec_for(blocks.n_features)
             if self._module_spec.get("mask_inputs"):
                 spec["mask_inputs"] = True
@@ -528,20 +536,24 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         result = self._train(module, optimizer, StreamedRows(blocks, to_tensor, has_nan),
                              generator, history, incremental)
-        optimizer = self._report(result, module, optimizer, history, incremental)
-        self._set_fitted(module, optimizer, history, spec, None, None,
-                         seed if fresh else None)
-        if not fresh:  # a uniform sample of every row seen: the smallest keys of both
-            keys = torch.cat([self._reservoir_keys, keys])
-            sample = torch.cat([self._reservoir_rows, sample])
-            if keys.shape[0] > size:
-                keys, index = torch.topk(keys, size, largest=False, sorted=False)
-                sample = sample.index_select(0, index)
-        self._reservoir_keys, self._reservoir_rows = keys, sample
-        self._reservoir_covariates = None
-        self._set_latent_diagnostics(sample, has_nan)
-        self._forget_latent_density()
-        self._after_fit()
+
+        def publish(interrupted):
+            kept = self._report(result, module, optimizer, history, incremental, interrupted)
+            self._set_fitted(module, kept, history, spec, None, None, seed if fresh else None)
+            new_keys, new_sample = keys, sample
+            if not fresh:  # a uniform sample of every row seen: the smallest keys of both
+                new_keys = torch.cat([self._reservoir_keys, keys])
+                new_sample = torch.cat([self._reservoir_rows, sample])
+                if new_keys.shape[0] > size:
+                    new_keys, index = torch.topk(new_keys, size, largest=False, sorted=False)
+                    new_sample = new_sample.index_select(0, index)
+            self._reservoir_keys, self._reservoir_rows = new_keys, new_sample
+            self._reservoir_covariates = None
+            self._set_latent_diagnostics(new_sample, has_nan)
+            self._forget_latent_density()
+            self._after_fit()
+
+        self._publish(publish)
         return self
 
     def _new_training(self, spec, generator, standardization, rows, mask):
@@ -557,13 +569,20 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         return module, optimizer, TrainingHistory()
 
     def _continuation(self):
-        """(seed, generator, module, optimizer, history) to continue training a fitted model."""
+        """(seed, generator, module, optimizer, history) to continue training a fitted model.
+
+        Copies, on the current device and dtype: the fitted model stays as it is until the
+        call publishes the new one (fit_all_or_nothing restores attributes, not objects
+        changed in place), and an interrupted call leaves it intact.
+        """
         seed = self._seed
         generator = torch.Generator(device=self._device).manual_seed(
             derived_seed(seed, _CONTINUED_TRAINING, self._history.n_epochs)
         )
-        module, optimizer = self.module_, self._optimizer
-        # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
+        module = copy.deepcopy(self.module_).to(device=self._device, dtype=self._dtype)
+        optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+        load_optimizer_state(optimizer, copy.deepcopy(self._optimizer.state_dict()))
+        self._place_reservoir()
         history = replace(
             self._history,
             loss_curve=list(self._history.loss_curve),
@@ -577,6 +596,29 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate_init
         return seed, generator, module, optimizer, history
+
+    def _place_reservoir(self):
+        """Move the kept training rows, their keys and covariates to ``_device`` (the rows and
+        covariates also to ``_dtype``; the keys stay float64)."""
+        for name in ("_reservoir_rows", "_reservoir_keys", "_reservoir_covariates"):
+            value = self.__dict__.get(name)
+            if isinstance(value, torch.Tensor):
+                dtype = value.dtype if name == "_reservoir_keys" else self._dtype
+                setattr(self, name, value.to(device=self._device, dtype=dtype))
+
+    def _publish(self, publish):
+        """Run ``publish(interrupted)``, which sets the fitted attributes, all or nothing.
+
+        A KeyboardInterrupt in it (after training: the row sample, the diagnostics) puts the
+        attributes back and runs it once more with ``interrupted=True``, so the epochs that
+        finished are kept; a second one propagates, and the fit leaves the estimator as it was.
+        """
+        before = dict(self.__dict__)
+        try:
+            publish(False)
+        except KeyboardInterrupt:
+            self.__dict__ = before
+            publish(True)
 
     def _train(self, module, optimizer, X, generator, history, incremental, **rows):
         """``train_epochs`` with this estimator's settings; a first-epoch divergence becomes
@@ -607,8 +649,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "sklearn.preprocessing.StandardScaler) if it holds huge values."
             ) from None
 
-    def _report(self, result, module, optimizer, history, incremental):
-        """Warn about how training ended; the optimizer to keep (a new one after divergence)."""
+    def _report(self, result, module, optimizer, history, incremental, interrupted=False):
+        """Warn about how training ended; the optimizer to keep (a new one after divergence).
+
+        ``interrupted``: a KeyboardInterrupt came after training, while the model was being
+        published.
+        """
         if result.status == "diverged":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             warnings.warn(
@@ -619,20 +665,19 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             )
         elif result.status == "worsened":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            if result.best_epoch is None:
+                start = ("the weights this call started from"
+                         + (" (the initial ones: the model learned nothing)"
+                            if history.n_epochs == result.epochs_run else ""))
+                where, restored = "at the start", start
+            else:
+                where = f"epoch {result.best_epoch}"
+                restored = "the weights that epoch started from"
             warnings.warn(
-                f"{type(self).__name__}: training diverged: the loss rose from "
-                f"{result.best_loss:.4g} (epoch {result.best_epoch}) to {result.last_loss:.4g} "
-                f"nats per row; the weights that epoch started from were restored. Lower "
-                f"learning_rate_init={self.learning_rate_init} (e.g. to "
-                f"{self.learning_rate_init / 10:g}).",
-                ConvergenceWarning,
-            )
-        elif result.status == "interrupted":
-            warnings.warn(
-                f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt) "
-                f"in epoch {history.n_epochs + 1}; the model keeps the weights of the "
-                f"{result.epochs_run} finished epoch(s) of this call (the best validation "
-                "epoch with early_stopping).",
+                f"{type(self).__name__}: training diverged: the {result.measure} rose from "
+                f"{result.best_loss:.4g} ({where}) to {result.last_loss:.4g} nats per row; "
+                f"{restored} were restored. Lower learning_rate_init="
+                f"{self.learning_rate_init} (e.g. to {self.learning_rate_init / 10:g}).",
                 ConvergenceWarning,
             )
         elif result.status == "max_iter" and not incremental:
@@ -640,6 +685,14 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 f"{type(self).__name__}: maximum iterations (max_iter={self.max_iter} epochs) "
                 "reached and the optimization hasn't converged yet. Increase max_iter, or "
                 "raise tol.",
+                ConvergenceWarning,
+            )
+        if interrupted or result.interrupted:
+            warnings.warn(
+                f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt); "
+                f"the model keeps the {result.epochs_run} epoch(s) this call finished "
+                f"(n_iter_={history.n_epochs}) and drops any epoch in progress (with "
+                "early_stopping, the weights are those of the best validation epoch).",
                 ConvergenceWarning,
             )
         return optimizer
@@ -1070,10 +1123,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             if isinstance(optimizer_state, dict):
                 load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
-        for name in ("_reservoir_rows", "_reservoir_keys", "_reservoir_covariates"):
-            value = self.__dict__.get(name)
-            if isinstance(value, torch.Tensor):
-                setattr(self, name, value.to(self._device))
+        self._place_reservoir()
 
 
 def _encoded_width(encoder):
