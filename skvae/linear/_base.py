@@ -152,7 +152,9 @@ class BaseLinearGaussian(BaseLatentModel):
 
         The count, mean and scatter matrix of all rows seen so far are merged exactly, so fitting
         chunk by chunk gives the model that one :meth:`fit` on all rows gives (to rounding).
-        Missing values are not supported here: use :meth:`fit` for data with NaN.
+        Missing values are not supported here: use :meth:`fit` for data with NaN. A changed
+        ``device`` or ``dtype`` is followed: the statistics move there before the chunk is
+        merged (those of the earlier chunks keep the precision they were summed in).
 
         Parameters
         ----------
@@ -173,6 +175,8 @@ class BaseLinearGaussian(BaseLatentModel):
                 "with missing values, which keeps no sufficient statistics. Call fit on all rows "
                 "instead, or start a new estimator for streaming."
             )
+        if not first:
+            self._resolve_placement()  # the statistics follow a changed device or dtype
         X, has_nan = self._check_input(X, reset=first, ensure_min_samples=2 if first else 1,
                                        return_has_nan=True, lazy_cast=True)
         if has_nan:
@@ -181,13 +185,19 @@ class BaseLinearGaussian(BaseLatentModel):
                 "cannot handle missing values. Use fit on all rows (it runs EM over the gaps), "
                 "or impute the chunk first."
             )
-        stats = (0, None, None) if first else self._stats
+        stats = (0, None, None) if first else self._placed_stats()
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
         self._stats = self._merged(stats, X, whole=False)
         self.n_components_ = n_components
         self._fit_from_stats()
         return self
+
+    def _placed_stats(self):
+        """The sufficient statistics on ``_device`` and in ``_dtype`` (new objects)."""
+        count, mean, scatter = self._stats
+        return (count, mean.to(device=self._device, dtype=self._dtype),
+                scatter.to(self._device, self._dtype))
 
     def _merged(self, stats, X, *, whole):
         """The statistics with the rows of ``X`` merged in, checked before anything is kept.

@@ -318,7 +318,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """Fit the model to ``X`` by maximizing the beta-ELBO with Adam.
 
         With ``warm_start=True`` and a fitted model, training continues from the current
-        weights for up to ``max_iter`` more epochs.
+        weights for up to ``max_iter`` more epochs, on the current ``device`` and in the
+        current ``dtype``: the network, the optimizer state and the sample of training rows
+        move there first if either changed.
 
         Parameters
         ----------
@@ -349,6 +351,16 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         ``early_stopping=True`` and ``covariates`` are refused there (they need rows in
         memory): stop on the training loss (``tol``, ``n_iter_no_change``) instead, or fit
         an in-memory array.
+
+        Ctrl-C (KeyboardInterrupt), here and in :meth:`partial_fit`: the call works on its
+        own copy of the model and publishes it at the end. Before any epoch of the call has
+        finished, it raises and leaves the estimator exactly as it was. After, it returns
+        with a ``ConvergenceWarning`` and the model of the finished epochs: weights,
+        optimizer state, ``n_iter_``, ``loss_curve_``, the sample of training rows and the
+        diagnostics all describe them (an epoch in progress is dropped; with
+        ``early_stopping``, the weights are the best validation epoch's). An interrupt after
+        the last epoch runs the closing bookkeeping (at most one encoder pass over the
+        training rows) once more; a second one abandons the call, the estimator as it was.
         """
         return self._fit(X, incremental=False)
 
@@ -359,7 +371,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         The first call initializes the model (and the input standardization) from ``X``;
         later calls continue with the same optimizer state, so data that arrive in chunks can
-        be learned. ``early_stopping`` does not apply here.
+        be learned, on the current ``device`` and in the current ``dtype`` (the state moves
+        there first if either changed). ``early_stopping`` does not apply here. Ctrl-C: see
+        the Notes of :meth:`fit`.
 
         Parameters
         ----------
