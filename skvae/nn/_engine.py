@@ -222,17 +222,15 @@ def train_epochs(
     replaces it). If no finite epoch exists to go back to, ``FloatingPointError`` is raised
     (the caller turns it into a clear error).
 
-    A call that ends far above where it started or its best epoch (a learning rate so high
-    that the loss explodes and stays finite, see :meth:`_Loop.unless_worsened`) gets back the
-    best of those weights and returns "worsened".
+    A call that ends far above its start or its best epoch (a loss that explodes and stays
+    finite: :meth:`_Loop.unless_worsened`) gets those weights back and returns "worsened".
 
     An epoch is finished once ``history`` records it (all its fields at once). A
-    ``KeyboardInterrupt`` anywhere in the call puts the weights and the optimizer state of an
-    unfinished epoch back as they were when it began. If no epoch of this call had finished,
-    it is raised again, so the call changes nothing; otherwise the best validation weights (if
-    any) are restored and the call returns "interrupted". Grad mode is on while the call
-    trains and as it was before when it returns or raises (an interrupt inside torch's
-    optimizer step can leave it off). Returns a :class:`TrainingResult`.
+    ``KeyboardInterrupt`` anywhere puts the weights and optimizer state of an unfinished epoch
+    back as they were when it began; with no finished epoch in the call it is raised again
+    (the call changed nothing), else the call returns "interrupted" (best validation weights
+    restored). Grad mode is on while training and as it was before once the call returns or
+    raises (an interrupt inside torch's optimizer step can leave it off).
 
     Each minibatch step maximizes ``objective`` (default: :class:`ELBO`; see
     ``skvae.nn._objectives``) at the epoch's KL weight; the validation score is the ELBO at

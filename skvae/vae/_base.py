@@ -507,6 +507,44 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         else:
             seed, generator, module, optimizer, history = self._continuation()
 
+        moments, keys, sample, has_nan, size = self._first_pass(X, blocks, fresh, generator)
+        sample_mask = _observed(sample, has_nan)
+        if fresh:
+            spec = self._module_spec_for(blocks.n_features)
+            if has_nan:
+                spec["mask_inputs"] = True
+            module, optimizer, history = self._new_training(
+                spec, generator,
+                lambda m: _with_unit_scale_where_constant(*moments.mean_std(self._dtype)),
+                sample, sample_mask)
+
+        rows = StreamedRows(blocks, lambda block: as_tensor(block, device=self._device,
+                                                            dtype=self._dtype), has_nan)
+        result = self._train(module, optimizer, rows, generator, history, incremental)
+
+        def publish(interrupted):
+            kept = self._report(result, module, optimizer, history, incremental, interrupted)
+            self._set_fitted(module, kept, history, spec, None, None, seed if fresh else None)
+            new_keys, new_sample = keys, sample
+            if not fresh:  # a uniform sample of every row seen: the smallest keys of both
+                new_keys = torch.cat([self._reservoir_keys, keys])
+                new_sample = torch.cat([self._reservoir_rows, sample])
+                if new_keys.shape[0] > size:
+                    new_keys, index = torch.topk(new_keys, size, largest=False, sorted=False)
+                    new_sample = new_sample.index_select(0, index)
+            self._reservoir_keys, self._reservoir_rows = new_keys, new_sample
+            self._reservoir_covariates = None
+            self._set_latent_diagnostics(new_sample, has_nan)
+            self._forget_latent_density()
+            self._after_fit()
+
+        self._publish(publish)
+        return self
+
+    def _first_pass(self, X, blocks, fresh, generator):
+        """The first pass of a streamed fit over the blocks of ``X``: values checked, the
+        moments of the encoder's input (``fresh`` only) and a uniform sample of the rows;
+        (moments, the sample's keys, the sample, whether X holds NaN, the sample's size)."""
         likelihood = self._make_likelihood(blocks.n_features, self._likelihood_spec())
         moments = Moments()
         size = max(1, min(_RESERVOIR_MAX_ROWS, _RESERVOIR_MAX_VALUES // blocks.n_features,
@@ -535,40 +573,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "NaN, so there is nothing to fit. Pass rows with observed values."
             )
         keys, sample = sampler.sample()
-        sample_mask = _observed(sample, has_nan)
-        if fresh:
-            spec = self._module_spec_for(blocks.n_features)
-            if has_nan:
-                spec["mask_inputs"] = True
-            module, optimizer, history = self._new_training(
-                spec, generator,
-                lambda m: _with_unit_scale_where_constant(*moments.mean_std(self._dtype)),
-                sample, sample_mask)
-
-        def to_tensor(block):
-            return as_tensor(block, device=self._device, dtype=self._dtype)
-
-        result = self._train(module, optimizer, StreamedRows(blocks, to_tensor, has_nan),
-                             generator, history, incremental)
-
-        def publish(interrupted):
-            kept = self._report(result, module, optimizer, history, incremental, interrupted)
-            self._set_fitted(module, kept, history, spec, None, None, seed if fresh else None)
-            new_keys, new_sample = keys, sample
-            if not fresh:  # a uniform sample of every row seen: the smallest keys of both
-                new_keys = torch.cat([self._reservoir_keys, keys])
-                new_sample = torch.cat([self._reservoir_rows, sample])
-                if new_keys.shape[0] > size:
-                    new_keys, index = torch.topk(new_keys, size, largest=False, sorted=False)
-                    new_sample = new_sample.index_select(0, index)
-            self._reservoir_keys, self._reservoir_rows = new_keys, new_sample
-            self._reservoir_covariates = None
-            self._set_latent_diagnostics(new_sample, has_nan)
-            self._forget_latent_density()
-            self._after_fit()
-
-        self._publish(publish)
-        return self
+        return moments, keys, sample, has_nan, size
 
     def _new_training(self, spec, generator, standardization, rows, mask):
         """A new network, its optimizer and an empty history, for a fit that starts afresh.
