@@ -253,9 +253,11 @@ def test_an_interrupt_at_any_line_gives_the_old_model_or_the_finished_epochs(met
     start, call = _start(method)
     _, total = _traced(call, copy.deepcopy(start), _source(source), number=0)
     before, references = _state(start), {}
-    rng = np.random.RandomState(["fit", "warm_start", "partial_fit"].index(method))
+    rng = np.random.RandomState(METHODS.index(method))
+    strata = 8  # one random line in each eighth of the call: early and late lines both
+    numbers = ((np.arange(strata) + rng.uniform(size=strata)) * total / strata).astype(int) + 1
     outcomes = set()
-    for number in rng.randint(1, total + 1, size=6):
+    for number in numbers:
         model = copy.deepcopy(start)
         raised, _ = _traced(call, model, _source(source), number)
         outcomes.add(raised)
@@ -271,3 +273,4 @@ def test_an_interrupt_at_any_line_gives_the_old_model_or_the_finished_epochs(met
         # Keys drawn for the row sample may differ when the interrupt hit their draw.
         state.pop("aggregated"), expected.pop("aggregated")
         _assert_same(state, expected)
+    assert outcomes == {True, False}  # both ends were reached
