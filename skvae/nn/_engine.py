@@ -313,10 +313,10 @@ class _Loop:
     def epoch(self, run):
         """Run one epoch and record it; a :class:`TrainingResult` if the call ends there."""
         module, history = self.module, self.history
+        self.at_start = None  # first: the last epoch's must never undo the epoch it began
         epoch = self.running = history.n_epochs
         weight = kl_weight(epoch, self.beta, self.kl_warmup)
         started = time.perf_counter()
-        self.at_start = None
         self.at_start = snapshot(module), copy.deepcopy(self.optimizer.state_dict())
         if self.origin is None and self.X_val is not None:
             self.origin = self.at_start[0], -self.validation_score()
