@@ -359,8 +359,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         optimizer state, ``n_iter_``, ``loss_curve_``, the sample of training rows and the
         diagnostics all describe them (an epoch in progress is dropped; with
         ``early_stopping``, the weights are the best validation epoch's). An interrupt after
-        the last epoch runs the closing bookkeeping (at most one encoder pass over the
-        training rows) once more; a second one abandons the call, the estimator as it was.
+        the last epoch runs the closing work (the best weights back, the row sample, the
+        diagnostics: about one forward pass over the training rows) once more; a second one
+        abandons the call and leaves the estimator as it was.
         """
         return self._fit(X, incremental=False)
 
