@@ -255,12 +255,7 @@ def train_epochs(
                  verbose=verbose, print_fn=print_fn, streamed=streamed,
                  objective=ELBO() if objective is None else objective,
                  X_val=X_val, C_val=C_val, mask_val=mask_val)
-    grad = torch.is_grad_enabled()
-    torch.set_grad_enabled(True)
-    try:
-        return loop.call(max_epochs)
-    finally:
-        torch.set_grad_enabled(grad)
+    return loop.call(max_epochs)
 
 
 class _Loop:
@@ -287,21 +282,34 @@ class _Loop:
         self.best_train = None
 
     def call(self, max_epochs):
-        """The epochs, then the end of the call (best weights back); see :func:`train_epochs`."""
-        try:
-            result = self.epochs(max_epochs)
-        except KeyboardInterrupt:
-            self.undo_unfinished()
-            if self.history.n_epochs == self.first_epoch:
+        """The epochs, then the end of the call (best weights back), with grad mode on and
+        put back as it was; see :func:`train_epochs`.
+
+        One protected region from the first epoch to the return: a KeyboardInterrupt during
+        the epochs ends them (the unfinished one undone), one at the end runs the end once
+        more (restoring weights is idempotent), a second one propagates.
+        """
+        grad, result = torch.is_grad_enabled(), None
+        torch.set_grad_enabled(True)
+        for attempt in range(2):
+            try:
+                if result is None:
+                    result = self.epochs(max_epochs)
+                ended = result if result.status == "diverged" else self.end(result)
+                torch.set_grad_enabled(grad)
+                return ended
+            except KeyboardInterrupt:
+                if attempt == 0 and result is None:
+                    self.undo_unfinished()
+                if attempt == 1 or self.history.n_epochs == self.first_epoch:
+                    torch.set_grad_enabled(grad)
+                    raise
+                result = result or TrainingResult(
+                    "interrupted", self.history.n_epochs - self.first_epoch)
+                result = replace(result, interrupted=True)
+            except BaseException:
+                torch.set_grad_enabled(grad)
                 raise
-            result = TrainingResult("interrupted", self.history.n_epochs - self.first_epoch,
-                                    interrupted=True)
-        if result.status == "diverged":
-            return result
-        try:
-            return self.end(result)
-        except KeyboardInterrupt:  # restoring weights is idempotent: do it once more
-            return replace(self.end(result), interrupted=True)
 
     def epochs(self, max_epochs):
         for run in range(max_epochs):

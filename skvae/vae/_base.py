@@ -447,11 +447,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 X_train, mask_train)
         mask_val = None if X_val is None else _observed(X_val, has_nan)
 
-        result = self._train(module, optimizer, X_train, generator, history, incremental,
-                             X_val=X_val, C=C_train, C_val=C_val, mask=mask_train,
-                             mask_val=mask_val)
+        def train():
+            return self._train(module, optimizer, X_train, generator, history, incremental,
+                               X_val=X_val, C=C_train, C_val=C_val, mask=mask_train,
+                               mask_val=mask_val)
 
-        def publish(interrupted):
+        def publish(result, interrupted):
             kept = self._report(result, module, optimizer, history, incremental, interrupted)
             self._set_fitted(module, kept, history, spec, columns, encoder,
                              seed if fresh else None)
@@ -460,8 +461,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             self._forget_latent_density()
             self._after_fit()
 
-        self._publish(publish)
-        return self
+        return self._train_and_publish(train, publish)
 
     def _fit_streamed(self, X, *, incremental):
         """``_fit`` for a dask array or a large memmap, read block by block (see
@@ -521,9 +521,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         rows = StreamedRows(blocks, lambda block: as_tensor(block, device=self._device,
                                                             dtype=self._dtype), has_nan)
-        result = self._train(module, optimizer, rows, generator, history, incremental)
 
-        def publish(interrupted):
+        def publish(result, interrupted):
             kept = self._report(result, module, optimizer, history, incremental, interrupted)
             self._set_fitted(module, kept, history, spec, None, None, seed if fresh else None)
             new_keys, new_sample = keys, sample
@@ -539,8 +538,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             self._forget_latent_density()
             self._after_fit()
 
-        self._publish(publish)
-        return self
+        return self._train_and_publish(
+            lambda: self._train(module, optimizer, rows, generator, history, incremental),
+            publish)
 
     def _first_pass(self, X, blocks, fresh, generator):
         """The first pass of a streamed fit over the blocks of ``X``: values checked, the
@@ -626,19 +626,27 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 dtype = value.dtype if name == "_reservoir_keys" else self._dtype
                 setattr(self, name, value.to(device=self._device, dtype=dtype))
 
-    def _publish(self, publish):
-        """Run ``publish(interrupted)``, which sets the fitted attributes, all or nothing.
+    def _train_and_publish(self, train, publish):
+        """``train()`` (the engine's result), then ``publish(result, interrupted)``, which sets
+        the fitted attributes; ``self``.
 
-        A KeyboardInterrupt in it (after training: the row sample, the diagnostics) puts the
-        attributes back and runs it once more with ``interrupted=True``, so the epochs that
-        finished are kept; a second one propagates, and the fit leaves the estimator as it was.
+        One protected region from training to the return: a KeyboardInterrupt after training
+        (in the row sample, the diagnostics) puts the attributes back and publishes once more
+        with ``interrupted=True``, so the finished epochs are kept; one that the engine lets
+        through (no finished epoch), or a second one, propagates, and fit_all_or_nothing
+        leaves the estimator as it was.
         """
-        before = dict(self.__dict__)
+        before, result = dict(self.__dict__), None
         try:
-            publish(False)
+            result = train()
+            publish(result, False)
+            return self
         except KeyboardInterrupt:
+            if result is None:
+                raise
             self.__dict__ = before
-            publish(True)
+            publish(result, True)
+            return self
 
     def _train(self, module, optimizer, X, generator, history, incremental, **rows):
         """``train_epochs`` with this estimator's settings; a first-epoch divergence becomes
