@@ -74,15 +74,18 @@ def fit_all_or_nothing(method):
     is enough because no fit changes in place an object the estimator holds: every fit
     assigns new objects to its fitted attributes (a VAE that continues training trains a copy
     of its network and optimizer). The restore is one assignment, so a second Ctrl-C cannot
-    stop it halfway.
+    stop it halfway. Torch's grad mode is put back too: an interrupt that lands just before a
+    ``with torch.no_grad()`` block exits (in our code or in torch's optimizer step) skips
+    the exit and would leave gradients off for the whole process.
     """
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        before = dict(self.__dict__)
+        before, grad = dict(self.__dict__), torch.is_grad_enabled()
         try:
             return method(self, *args, **kwargs)
         except BaseException:
+            torch.set_grad_enabled(grad)
             self.__dict__ = before
             raise
 

@@ -232,15 +232,22 @@ def _interrupt_at_line(number):
 
 
 def _traced(call, model, X, number):
+    """(whether ``call(model, X)`` raised, lines run), the call interrupted at line
+    ``number``; grad mode must be on after it, whatever happened."""
     tracer, count = _interrupt_at_line(number)
     sys.settrace(tracer)
     try:
         call(model, X)
+        raised = False
     except KeyboardInterrupt:
-        return True, count[0]
+        raised = True
     finally:
         sys.settrace(None)
-    return False, count[0]
+        enabled = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)  # not the other tests' problem
+    # An interrupt just before a ``with torch.no_grad()`` block exits skips the exit.
+    assert enabled, f"grad mode left off by an interrupt at line {number}"
+    return raised, count[0]
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -242,20 +242,22 @@ def train_epochs(
     """
     streamed = isinstance(X, BlockSource)
     batch_size = max(1, min(int(batch_size), X.n_rows if streamed else X.shape[0]))
-    if streamed:
-        if X_val is not None or C is not None or mask is not None:
-            raise ValueError("a BlockSource carries its own covariates and masks; "
-                             "validation rows are not supported with one")
-        data = X
-    else:
+    if streamed and (X_val is not None or C is not None or mask is not None):
+        raise ValueError("a BlockSource carries its own covariates and masks; "
+                         "validation rows are not supported with one")
+    grad = torch.is_grad_enabled()
+    try:
         # Standardized and row-major once, not once per minibatch.
-        data = (*module.prepare(X, mask), C, mask)
-    loop = _Loop(module, optimizer, data, history, generator=generator, batch_size=batch_size,
-                 beta=beta, kl_warmup=kl_warmup, tol=tol, n_iter_no_change=n_iter_no_change,
-                 verbose=verbose, print_fn=print_fn, streamed=streamed,
-                 objective=ELBO() if objective is None else objective,
-                 X_val=X_val, C_val=C_val, mask_val=mask_val)
-    return loop.call(max_epochs)
+        data = X if streamed else (*module.prepare(X, mask), C, mask)
+        loop = _Loop(module, optimizer, data, history, generator=generator,
+                     batch_size=batch_size, beta=beta, kl_warmup=kl_warmup, tol=tol,
+                     n_iter_no_change=n_iter_no_change, verbose=verbose, print_fn=print_fn,
+                     streamed=streamed, objective=ELBO() if objective is None else objective,
+                     X_val=X_val, C_val=C_val, mask_val=mask_val)
+    except BaseException:
+        torch.set_grad_enabled(grad)  # an interrupt can skip the exit of prepare's no_grad
+        raise
+    return loop.call(max_epochs, grad)
 
 
 class _Loop:
@@ -281,15 +283,15 @@ class _Loop:
         # far away).
         self.best_train = None
 
-    def call(self, max_epochs):
+    def call(self, max_epochs, grad):
         """The epochs, then the end of the call (best weights back), with grad mode on and
-        put back as it was; see :func:`train_epochs`.
+        put back to ``grad``; see :func:`train_epochs`.
 
         One protected region from the first epoch to the return: a KeyboardInterrupt during
         the epochs ends them (the unfinished one undone), one at the end runs the end once
         more (restoring weights is idempotent), a second one propagates.
         """
-        grad, result = torch.is_grad_enabled(), None
+        result = None
         torch.set_grad_enabled(True)
         for attempt in range(2):
             try:

@@ -634,18 +634,21 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         (in the row sample, the diagnostics) puts the attributes back and publishes once more
         with ``interrupted=True``, so the finished epochs are kept; one that the engine lets
         through (no finished epoch), or a second one, propagates, and fit_all_or_nothing
-        leaves the estimator as it was.
+        leaves the estimator as it was. Grad mode ends as it began (see fit_all_or_nothing).
         """
-        before, result = dict(self.__dict__), None
+        before, result, grad = dict(self.__dict__), None, torch.is_grad_enabled()
         try:
             result = train()
             publish(result, False)
+            torch.set_grad_enabled(grad)
             return self
         except KeyboardInterrupt:
+            torch.set_grad_enabled(grad)
             if result is None:
                 raise
             self.__dict__ = before
             publish(result, True)
+            torch.set_grad_enabled(grad)
             return self
 
     def _train(self, module, optimizer, X, generator, history, incremental, **rows):
