@@ -72,18 +72,22 @@ def fit_all_or_nothing(method):
     fail; without this, a failed ``fit`` would leave an estimator that looks fitted to
     ``check_is_fitted`` but lacks its parameters, and a failed refit would mix the old model
     with the new input's shape. The instance dictionary is restored as a shallow copy, which
-    is enough because every fit assigns new objects to its fitted attributes; state changed in
-    place (a VAE's weights during an interrupted epoch) is restored by the training engine.
+    is enough because no fit changes in place an object the estimator holds: every fit
+    assigns new objects to its fitted attributes (a VAE that continues training trains a copy
+    of its network and optimizer). The restore is one assignment, so a second Ctrl-C cannot
+    stop it halfway. Torch's grad mode is put back too: an interrupt that lands just before a
+    ``with torch.no_grad()`` block exits (in our code or in torch's optimizer step) skips
+    the exit and would leave gradients off for the whole process.
     """
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        before = dict(self.__dict__)
+        before, grad = dict(self.__dict__), torch.is_grad_enabled()
         try:
             return method(self, *args, **kwargs)
         except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(before)
+            torch.set_grad_enabled(grad)
+            self.__dict__ = before
             raise
 
     return wrapper
@@ -352,8 +356,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         themselves; those call :meth:`_check_given` on the columns they model.
         """
         if reset:
-            self._device = resolve_device(self.device)
-            self._dtype = resolve_dtype(self.dtype)
+            self._resolve_placement()
         if isinstance(X, torch.Tensor):
             X = self._check_tensor(X, reset=reset, ensure_min_samples=ensure_min_samples)
         else:
@@ -373,6 +376,16 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         if cast:  # after the NaN and infinity checks, whose errors come first
             self._check_given(given)
         return (X, has_nan) if return_has_nan else X
+
+    def _resolve_placement(self):
+        """Set ``_device`` and ``_dtype`` from the ``device`` and ``dtype`` parameters.
+
+        Every fit does, a fit that continues a fitted model (``partial_fit``, a warm start)
+        too: it then moves the fitted state there, so a changed ``device`` or ``dtype`` is
+        followed, and one that does not exist here raises the usual clear error.
+        """
+        self._device = resolve_device(self.device)
+        self._dtype = resolve_dtype(self.dtype)
 
     def _check_array(self, X, *, reset, ensure_min_samples):
         try:

@@ -89,6 +89,47 @@ def test_an_interrupted_linear_fit_leaves_the_estimator_as_it_was(monkeypatch):
 
 
 @pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
+def test_an_interrupted_linear_partial_fit_keeps_the_statistics_it_had(cls):
+    # Ctrl-C at any line of skvae's code in a partial_fit (a trace function that raises at
+    # the n-th line): the statistics are merged into new objects, so the call raises and the
+    # estimator is the one before it (an uninterrupted call, line 0, gives the new one).
+    import copy
+    import os
+    import sys
+
+    X = np.random.RandomState(0).normal(size=(80, 6))
+    start = cls(n_components=2, device="cpu").partial_fit(X[:40])
+    expected = copy.deepcopy(start).partial_fit(X[40:]).score_samples(X)
+    before = start.score_samples(X)
+    package = os.path.dirname(skvae.__file__)
+    outcomes, total = [], None
+    for number in [0] + list(range(1, 20)):
+        model, count = copy.deepcopy(start), [0]
+        number = number if total is None else 1 + number * total // 20  # spread over the call
+
+        def local(frame, event, arg):
+            if event == "line":
+                count[0] += 1
+                if count[0] == number:
+                    raise KeyboardInterrupt
+            return local
+
+        sys.settrace(lambda f, e, a: local if f.f_code.co_filename.startswith(package) else None)
+        try:
+            model.partial_fit(X[40:])
+            outcomes.append(False)
+        except KeyboardInterrupt:
+            outcomes.append(True)
+        finally:
+            sys.settrace(None)
+        total = count[0] if total is None else total
+        if outcomes[-1]:
+            assert model._stats[0] == 40
+        np.testing.assert_array_equal(model.score_samples(X), before if outcomes[-1] else expected)
+    assert not outcomes[0] and all(outcomes[1:])  # no line swallows the interrupt
+
+
+@pytest.mark.parametrize("cls", [PPCA, FactorAnalysisEM])
 def test_finite_float32_input_whose_sum_overflows_is_accepted(cls):
     # 1e37 is finite in float32, but a column sum of such values is not: that must not be
     # mistaken for NaN. Linear models compute in float64, so the fit equals the one on the

@@ -285,3 +285,54 @@ def test_batches_are_slices_of_a_permutation_from_the_generator():
         _train(module, optimizer, torch.Generator().manual_seed(seed), X, history, max_epochs=1)
         results.append(history.loss_curve[0])
     assert results[0] == results[1] != results[2]
+
+
+def test_an_interrupt_in_the_verbose_line_keeps_the_epoch_it_reports():
+    # An epoch is finished once the history records it: a Ctrl-C while its line is printed
+    # keeps it, weights, optimizer state and history agreeing (the call as if max_epochs=2).
+    reference, reference_optimizer, *_ = _trained(2)
+    module, optimizer, generator, X, history = _trained(0)
+    lines = []
+
+    def print_fn(line):
+        lines.append(line)
+        if len(lines) == 2:
+            raise KeyboardInterrupt
+
+    try:
+        result = _train(module, optimizer, generator, X, history, max_epochs=10, verbose=1,
+                        print_fn=print_fn)
+    except KeyboardInterrupt:  # fail this test, not the whole session
+        pytest.fail("the interrupt in the verbose line dropped the finished epochs")
+    assert result.status == "interrupted" and result.interrupted and result.epochs_run == 2
+    assert history.n_epochs == len(history.loss_curve) == 2
+    for name, value in snapshot(reference).items():
+        assert torch.equal(snapshot(module)[name], value), name
+    for param, reference_param in zip(module.parameters(), reference.parameters()):
+        assert torch.equal(optimizer.state[param]["exp_avg"],
+                           reference_optimizer.state[reference_param]["exp_avg"])
+
+
+def test_grad_mode_is_on_while_training_and_as_it_was_after():
+    # An interrupt inside torch's optimizer step can leave grad mode off (torch turns it off
+    # around the update); the call puts it back as it found it, and trains even under no_grad.
+    module, optimizer, generator, X, history = _trained(1)
+
+    def broken_step():
+        torch.set_grad_enabled(False)
+        raise KeyboardInterrupt
+
+    original = optimizer.step
+    optimizer.step = lambda *a, **k: broken_step()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _train(module, optimizer, generator, X, history, max_epochs=2)
+        enabled = torch.is_grad_enabled()
+    finally:
+        torch.set_grad_enabled(True)
+    assert enabled
+    optimizer.step = original
+    with torch.no_grad():
+        result = _train(module, optimizer, generator, X, history, max_epochs=2)
+        assert not torch.is_grad_enabled()
+    assert result.status == "max_iter" and history.n_epochs == 3

@@ -345,7 +345,10 @@ def test_warm_start_continues_from_current_weights(model, X):
     weights = {k: v.clone() for k, v in warm.module_.state_dict().items()}
     module = warm.module_
     warm.fit(X)
-    assert warm.module_ is module and warm.n_iter_ == 30 and len(warm.loss_curve_) == 30
+    assert warm.n_iter_ == 30 and len(warm.loss_curve_) == 30
+    # It trained a copy (published at the end: an interrupt leaves the old model intact).
+    assert warm.module_ is not module
+    assert all(torch.equal(v, weights[k]) for k, v in module.state_dict().items())
     assert warm.loss_curve_[:15] == cold.loss_curve_
     assert warm.loss_curve_[15] < cold.loss_curve_[0]
     assert any(not torch.equal(v, weights[k]) for k, v in warm.module_.state_dict().items())
@@ -603,7 +606,7 @@ def test_interrupt_after_finished_epochs_warns_and_keeps_them(model, X, monkeypa
     reference = clone(model).set_params(max_iter=3).fit(X)
     _interrupt_at_step(monkeypatch, 3 * 3 + 2)
     model = clone(model)
-    with pytest.warns(ConvergenceWarning, match="interrupted.*epoch 4"):
+    with pytest.warns(ConvergenceWarning, match=r"interrupted.*keeps the 3 epoch\(s\)"):
         assert model.fit(X) is model
     monkeypatch.undo()
     assert model.n_iter_ == len(model.loss_curve_) == 3

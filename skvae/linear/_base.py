@@ -187,7 +187,9 @@ class BaseLinearGaussian(BaseLatentModel):
         rounding of the merged statistics can move the iteration at which EM stops. Measured
         on standardized wine with ``FactorAnalysisEM(n_components=5)`` in 4 chunks: 1.5e-4
         nats per row apart at the default tol, 5e-7 at ``tol=1e-8``. Missing values are not
-        supported here: use :meth:`fit` for data with NaN.
+        supported here: use :meth:`fit` for data with NaN. A changed ``device`` or ``dtype``
+        is followed: the statistics move there before the chunk is merged (those of the
+        earlier chunks keep the precision they were summed in).
 
         Parameters
         ----------
@@ -210,6 +212,8 @@ class BaseLinearGaussian(BaseLatentModel):
                 "with missing values, which keeps no sufficient statistics. Call fit on all rows "
                 "instead, or start a new estimator for streaming."
             )
+        if not first:
+            self._resolve_placement()  # the statistics follow a changed device or dtype
         X, has_nan = self._check_input(X, reset=first, ensure_min_samples=2 if first else 1,
                                        return_has_nan=True, lazy_cast=True)
         if has_nan:
@@ -225,7 +229,7 @@ class BaseLinearGaussian(BaseLatentModel):
                 f"rows{why}; got {X.shape[0]}. Pass a larger first chunk (later chunks may "
                 "have any size)."
             )
-        stats = (0, None, None) if first else self._stats
+        stats = (0, None, None) if first else self._placed_stats()
         # Check before merging, so that a refused chunk leaves the statistics as they were.
         n_components = self._resolve_n_components(stats[0] + X.shape[0], self.n_features_in_)
         self._stats = self._merged(stats, X, whole=False)
@@ -238,6 +242,12 @@ class BaseLinearGaussian(BaseLatentModel):
     def _first_chunk_rows(self):
         """Rows the first ``partial_fit`` chunk needs, and why (a phrase, or "")."""
         return 2, ""
+
+    def _placed_stats(self):
+        """The sufficient statistics on ``_device`` and in ``_dtype`` (new objects)."""
+        count, mean, scatter = self._stats
+        return (count, mean.to(device=self._device, dtype=self._dtype),
+                scatter.to(self._device, self._dtype))
 
     def _merged(self, stats, X, *, whole):
         """The statistics with the rows of ``X`` merged in, checked before anything is kept.

@@ -71,8 +71,8 @@ class DenseScatter:
             self._factor = (eigvecs * torch.sqrt(eigvals.clamp_min(0))).T
         return self._factor
 
-    def to(self, device):
-        return type(self)(self.matrix.to(device), self.scale)
+    def to(self, device, dtype=None):
+        return type(self)(self.matrix.to(device=device, dtype=dtype), self.scale)
 
 
 class LowRankScatter:
@@ -119,8 +119,8 @@ class LowRankScatter:
         _, singular, Vt = robust_linalg(partial(torch.linalg.svd, full_matrices=False), F)
         return singular.square() * self.scale, Vt.T
 
-    def to(self, device):
-        return type(self)(self.factor.to(device), self.scale)
+    def to(self, device, dtype=None):
+        return type(self)(self.factor.to(device=device, dtype=dtype), self.scale)
 
 
 def _column_mean(X, dtype):

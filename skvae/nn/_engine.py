@@ -12,7 +12,7 @@ way when its turn comes, and read back once per block.
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -98,14 +98,23 @@ class TrainingHistory:
 @dataclass
 class TrainingResult:
     """How a call of :func:`train_epochs` ended: "converged", "max_iter", "diverged",
-    "worsened" (finite, but ended far above its best loss) or "interrupted"."""
+    "worsened" (finite, but ended far above its best loss) or "interrupted".
+
+    ``interrupted`` is also True when a KeyboardInterrupt came after training had ended (while
+    the call restored its best weights), which were then restored all the same. For
+    "worsened", ``best_epoch`` is the epoch whose starting weights came back (None: the
+    weights the call started from), ``best_loss`` their loss, ``last_loss`` the last epoch's,
+    and ``measure`` what was compared ("loss", or "validation loss" with validation rows).
+    """
 
     status: str
     epochs_run: int
     diverged_at: int = None
-    best_epoch: int = None  # "worsened": the epoch whose starting weights came back, its loss
+    best_epoch: int = None
     best_loss: float = None
     last_loss: float = None
+    measure: str = "loss"
+    interrupted: bool = False
 
 
 class BlockSource:
@@ -125,44 +134,53 @@ class BlockSource:
 
 
 def _epoch(module, optimizer, data, generator, batch_size, weight, objective):
-    return float(_pass(module, optimizer, data, generator, batch_size, weight, objective)) / (
-        data[0].shape[0])
+    """One epoch over the prepared rows ``data``: (mean loss over the rows, first batch's loss)."""
+    total, first = _pass(module, optimizer, data, generator, batch_size, weight, objective)
+    return float(total) / data[0].shape[0], first
 
 
 def _streamed_epoch(module, optimizer, source, generator, batch_size, weight, objective):
     """One epoch over the blocks of ``source``: blocks in a random order, rows shuffled within
-    each block; the loss is the row-weighted mean over the blocks (the mean over all rows)."""
-    total = 0.0
-    order = torch.randperm(source.n_blocks, generator=generator, device=generator.device)
-    for index in order.tolist():
+    each block; (the row-weighted mean loss over the blocks, the first batch's loss)."""
+    total, first = 0.0, None
+    for index in torch.randperm(source.n_blocks, generator=generator,
+                                device=generator.device).tolist():
         data = source.prepared(index, module)
-        total += float(_pass(module, optimizer, data, generator, batch_size, weight, objective))
+        block, block_first = _pass(module, optimizer, data, generator, batch_size, weight,
+                                   objective)
+        total += float(block)
+        first = block_first if first is None else first
         del data  # one block in memory at a time
-    return total / source.n_rows
+    return total / source.n_rows, first
 
 
 def _pass(module, optimizer, data, generator, batch_size, weight, objective):
     """One shuffled pass of minibatch steps over the prepared rows ``data``: the sum over the
-    rows of the loss (a tensor, not synchronized)."""
+    rows of the loss and the first batch's mean loss, at the weights the pass started from
+    (tensors, not synchronized). ``optimizer=None`` only evaluates, without gradients."""
     inputs, targets, covariates, masks = data
     n = inputs.shape[0]
     order = torch.randperm(n, generator=generator, device=inputs.device)
     total = torch.zeros((), dtype=inputs.dtype, device=inputs.device)
+    first = None
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         u = inputs.index_select(0, index)
         x = u if targets is inputs else targets.index_select(0, index)
         c = None if covariates is None else covariates.index_select(0, index)
-        if masks is None:  # the call of old: objectives written before masks keep working
-            loss = -objective(module, u, x, generator, weight, c).mean()
-        else:
-            m = masks.index_select(0, index)
-            loss = -objective(module, u, x, generator, weight, c, mask=m).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        with torch.set_grad_enabled(optimizer is not None):
+            if masks is None:  # the call of old: objectives written before masks keep working
+                loss = -objective(module, u, x, generator, weight, c).mean()
+            else:
+                m = masks.index_select(0, index)
+                loss = -objective(module, u, x, generator, weight, c, mask=m).mean()
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        first = loss.detach() if first is None else first
         total.add_(loss.detach(), alpha=u.shape[0])
-    return total
+    return total, first
 
 
 def train_epochs(
@@ -205,14 +223,15 @@ def train_epochs(
     replaces it). If no finite epoch exists to go back to, ``FloatingPointError`` is raised
     (the caller turns it into a clear error).
 
-    Without ``X_val``, a call whose last epoch ends far above its best training loss (see
-    :func:`_unless_worsened`) gets back the weights that best epoch started from and returns
-    "worsened".
+    A call that ends far above its start or its best epoch (a loss that explodes and stays
+    finite: :meth:`_Loop.unless_worsened`) gets those weights back and returns "worsened".
 
-    A ``KeyboardInterrupt`` during an epoch puts the weights and the optimizer state back as
-    they were when that epoch began. If no epoch of this call had finished, it is raised
-    again, so the call changes nothing; otherwise the best validation weights (if any) are
-    restored and the call returns "interrupted". Returns a :class:`TrainingResult`.
+    An epoch is finished once ``history`` records it (all its fields at once). A
+    ``KeyboardInterrupt`` anywhere puts the weights and optimizer state of an unfinished epoch
+    back as they were when it began; with no finished epoch in the call it is raised again
+    (the call changed nothing), else the call returns "interrupted" (best validation weights
+    restored). Grad mode is on while training and as it was before once the call returns or
+    raises (an interrupt inside torch's optimizer step can leave it off).
 
     Each minibatch step maximizes ``objective`` (default: :class:`ELBO`; see
     ``skvae.nn._objectives``) at the epoch's KL weight; the validation score is the ELBO at
@@ -224,112 +243,223 @@ def train_epochs(
     """
     streamed = isinstance(X, BlockSource)
     batch_size = max(1, min(int(batch_size), X.n_rows if streamed else X.shape[0]))
-    objective = ELBO() if objective is None else objective
-    if streamed:
-        if X_val is not None or C is not None or mask is not None:
-            raise ValueError("a BlockSource carries its own covariates and masks; "
-                             "validation rows are not supported with one")
-        data = X
-    else:
+    if streamed and (X_val is not None or C is not None or mask is not None):
+        raise ValueError("a BlockSource carries its own covariates and masks; "
+                         "validation rows are not supported with one")
+    grad = torch.is_grad_enabled()
+    try:
         # Standardized and row-major once, not once per minibatch.
-        data = (*module.prepare(X, mask), C, mask)
-    val_eps = None
-    if X_val is not None:
-        if history.validation_scores is None:
-            history.validation_scores = []
-        val_eps = torch.randn(
-            (X_val.shape[0], module.n_components),
-            generator=generator,
-            device=X_val.device,
-            dtype=X_val.dtype,
-        )
-    has_finite_epoch = len(history.loss_curve) > 0
-    # Without a validation set, the weights this call's best training epoch started from
-    # (its loss is measured along the epoch, from them on; the step after the last batch may
-    # already have thrown them far away): kept so a run that ends far above its best loss (a
-    # learning rate that is too high) can go back.
-    best_train = None
-    for run in range(max_epochs):
-        epoch = history.n_epochs
-        weight = kl_weight(epoch, beta, kl_warmup)
-        started = time.perf_counter()
-        at_start = None
-        try:
-            at_start = snapshot(module), copy.deepcopy(optimizer.state_dict())
-            module.train()
-            epoch_of = _streamed_epoch if streamed else _epoch
-            loss = epoch_of(module, optimizer, data, generator, batch_size, weight, objective)
-            score = None
-            finite = math.isfinite(loss) and _finite_parameters(module)
-            if X_val is not None and finite:
-                with torch.no_grad():
-                    score = float(mean_elbo(module, X_val, val_eps, C=C_val, mask=mask_val))
-                finite = math.isfinite(score)
-        except KeyboardInterrupt:
-            if at_start is not None:
-                module.load_state_dict(at_start[0])
-                optimizer.load_state_dict(at_start[1])
-            if run == 0:
+        data = X if streamed else (*module.prepare(X, mask), C, mask)
+        loop = _Loop(module, optimizer, data, history, generator=generator,
+                     batch_size=batch_size, beta=beta, kl_warmup=kl_warmup, tol=tol,
+                     n_iter_no_change=n_iter_no_change, verbose=verbose, print_fn=print_fn,
+                     streamed=streamed, objective=ELBO() if objective is None else objective,
+                     X_val=X_val, C_val=C_val, mask_val=mask_val)
+    except BaseException:
+        torch.set_grad_enabled(grad)  # an interrupt can skip the exit of prepare's no_grad
+        raise
+    return loop.call(max_epochs, grad)
+
+
+class _Loop:
+    """One call of :func:`train_epochs`: its settings, and what it tracks beside ``history``."""
+
+    def __init__(self, module, optimizer, data, history, **settings):
+        self.module, self.optimizer, self.data, self.history = module, optimizer, data, history
+        vars(self).update(settings)
+        self.first_epoch = history.n_epochs
+        self.val_eps = None
+        if self.X_val is not None:
+            if history.validation_scores is None:
+                history.validation_scores = []
+            self.val_eps = torch.randn((self.X_val.shape[0], module.n_components),
+                                       generator=self.generator, device=self.X_val.device,
+                                       dtype=self.X_val.dtype)
+        self.running = None  # the number of the epoch running (counted from 0)
+        self.at_start = None  # (weights, optimizer state) when the running epoch began
+        self.origin = None  # (weights, their loss: validation, else the first batch's)
+        # Without a validation set, (loss, the weights its epoch started from, epoch number,
+        # KL weight) of this call's best training epoch: its loss is measured along the epoch,
+        # from those weights on (the step after the last batch may already have thrown them
+        # far away).
+        self.best_train = None
+
+    def call(self, max_epochs, grad):
+        """The epochs, then the end of the call (best weights back), with grad mode on and
+        put back to ``grad``; see :func:`train_epochs`.
+
+        One protected region from the first epoch to the return: a KeyboardInterrupt during
+        the epochs ends them (the unfinished one undone), one at the end runs the end once
+        more (restoring weights is idempotent), a second one propagates.
+        """
+        result = None
+        torch.set_grad_enabled(True)
+        for attempt in range(2):
+            try:
+                if result is None:
+                    result = self.epochs(max_epochs)
+                ended = result if result.status == "diverged" else self.end(result)
+                torch.set_grad_enabled(grad)
+                return ended
+            except KeyboardInterrupt:
+                if attempt == 0 and result is None:
+                    self.undo_unfinished()
+                if attempt == 1 or self.history.n_epochs == self.first_epoch:
+                    torch.set_grad_enabled(grad)
+                    raise
+                result = result or TrainingResult(
+                    "interrupted", self.history.n_epochs - self.first_epoch)
+                result = replace(result, interrupted=True)
+            except BaseException:
+                torch.set_grad_enabled(grad)
                 raise
-            if history.best_state is not None:
-                module.load_state_dict(history.best_state)
-            return TrainingResult("interrupted", run)
+
+    def epochs(self, max_epochs):
+        for run in range(max_epochs):
+            result = self.epoch(run)
+            if result is not None:
+                return result
+        return TrainingResult("max_iter", max_epochs)
+
+    def epoch(self, run):
+        """Run one epoch and record it; a :class:`TrainingResult` if the call ends there."""
+        module, history = self.module, self.history
+        self.at_start = None  # first: the last epoch's must never undo the epoch it began
+        epoch = self.running = history.n_epochs
+        weight = kl_weight(epoch, self.beta, self.kl_warmup)
+        started = time.perf_counter()
+        self.at_start = snapshot(module), copy.deepcopy(self.optimizer.state_dict())
+        if self.origin is None and self.X_val is not None:
+            self.origin = self.at_start[0], -self.validation_score()
+        module.train()
+        epoch_of = _streamed_epoch if self.streamed else _epoch
+        loss, first = epoch_of(module, self.optimizer, self.data, self.generator,
+                               self.batch_size, weight, self.objective)
+        if self.origin is None:
+            self.origin = self.at_start[0], float(first)
+        score = None
+        finite = math.isfinite(loss) and _finite_parameters(module)
+        if self.X_val is not None and finite:
+            score = self.validation_score()
+            finite = math.isfinite(score)
         if not finite:
-            restore = history.best_state
-            if restore is None and has_finite_epoch:
-                restore = at_start[0]
-            if restore is None:
-                raise FloatingPointError(f"non-finite loss or weights in epoch {epoch + 1}")
-            module.load_state_dict(restore)
-            return TrainingResult("diverged", run, diverged_at=epoch + 1)
-        has_finite_epoch = True
-        history.n_epochs += 1
-        history.loss_curve.append(loss)
-        if score is not None:
-            history.validation_scores.append(score)
-        if verbose:
+            return self.diverged(epoch)
+        vars(history).update(self.recorded(epoch, loss, score))  # the epoch is finished
+        if self.X_val is None and (self.best_train is None or loss < self.best_train[0]):
+            self.best_train = (loss, self.at_start[0], history.n_epochs, weight)
+        if self.verbose:
             shown = "" if score is None else f", validation ELBO = {score:.6g}"
-            print_fn(
-                f"Epoch {history.n_epochs}, loss = {loss:.6g}{shown}, "
-                f"{time.perf_counter() - started:.2f} s"
-            )
-        if X_val is None and (best_train is None or loss < best_train[0]):
-            best_train = (loss, at_start[0], history.n_epochs)
-        if n_iter_no_change is None or epoch < kl_warmup:
-            continue  # trained below full beta (warm-up): the objective is still changing
+            self.print_fn(f"Epoch {history.n_epochs}, loss = {loss:.6g}{shown}, "
+                          f"{time.perf_counter() - started:.2f} s")
+        if (self.n_iter_no_change is not None
+                and history.no_improvement_count >= self.n_iter_no_change):
+            return TrainingResult("converged", run + 1)
+        return None
+
+    def validation_score(self):
+        with torch.no_grad():
+            return float(mean_elbo(self.module, self.X_val, self.val_eps, C=self.C_val,
+                                   mask=self.mask_val))
+
+    def recorded(self, epoch, loss, score):
+        """The fields of ``history`` once epoch ``epoch`` is finished (``history`` unchanged)."""
+        history = self.history
+        new = {"n_epochs": epoch + 1, "loss_curve": [*history.loss_curve, loss]}
         if score is not None:
-            improved = score > history.best_validation_score + tol
+            new["validation_scores"] = [*history.validation_scores, score]
+        if self.n_iter_no_change is None or epoch < self.kl_warmup:
+            return new  # trained below full beta (warm-up): the objective is still changing
+        if score is not None:
+            improved = score > history.best_validation_score + self.tol
             if score > history.best_validation_score:
-                history.best_validation_score = score
-                history.best_state = snapshot(module)
+                new["best_validation_score"] = score
+                new["best_state"] = snapshot(self.module)
         else:
-            improved = loss < history.best_loss - tol
-        history.best_loss = min(history.best_loss, loss)
-        history.no_improvement_count = 0 if improved else history.no_improvement_count + 1
-        if history.no_improvement_count >= n_iter_no_change:
-            if history.best_state is not None:
-                module.load_state_dict(history.best_state)
-            return _unless_worsened(module, history, best_train,
-                                    TrainingResult("converged", run + 1))
-    if history.best_state is not None:
-        module.load_state_dict(history.best_state)
-    return _unless_worsened(module, history, best_train, TrainingResult("max_iter", max_epochs))
+            improved = loss < history.best_loss - self.tol
+        new["best_loss"] = min(history.best_loss, loss)
+        new["no_improvement_count"] = 0 if improved else history.no_improvement_count + 1
+        return new
+
+    def diverged(self, epoch):
+        """The end of a call whose epoch ``epoch`` became non-finite: the best weights back."""
+        restore = self.history.best_state
+        if restore is None and self.history.loss_curve:
+            restore = self.at_start[0]
+        if restore is None:
+            raise FloatingPointError(f"non-finite loss or weights in epoch {epoch + 1}")
+        self.module.load_state_dict(restore)
+        return TrainingResult("diverged", epoch - self.first_epoch, diverged_at=epoch + 1)
+
+    def undo_unfinished(self):
+        """After a KeyboardInterrupt: the weights and optimizer state of an epoch that had not
+        finished back as they were when it began."""
+        if self.at_start is not None and self.history.n_epochs == self.running:
+            self.module.load_state_dict(self.at_start[0])
+            self.optimizer.load_state_dict(self.at_start[1])
+
+    def end(self, result):
+        """The best validation weights back, unless the call went astray (then its best)."""
+        if self.history.best_state is not None:
+            self.module.load_state_dict(self.history.best_state)
+        worsened = self.unless_worsened()
+        if worsened is None:
+            return result
+        return replace(worsened, epochs_run=result.epochs_run, interrupted=result.interrupted)
+
+    def unless_worsened(self):
+        """None, or a "worsened" result once the best weights of a call gone astray are back.
+
+        A call went astray when the loss of the weights it ends with is more than
+        ``_WORSENED_FACTOR`` (|best| + 1) nats per row above the best loss it saw: that of its
+        best epoch, or that of the weights it started from (a learning rate so high that the
+        loss explodes within the first epoch, to 1e10 or 1e25, and stays finite leaves no good
+        epoch). A KL warm-up or minibatch noise opens far smaller gaps. With validation rows
+        the losses are exact validation losses (negative ELBO); without, the loss of the
+        starting weights is read from the call's first minibatch and, when that says the call
+        went astray, measured on all the rows before anything is concluded.
+        """
+        history = self.history
+        if history.n_epochs == self.first_epoch:
+            return None
+        if self.X_val is not None:
+            kept = (history.best_validation_score if history.best_state is not None
+                    else history.validation_scores[-1])
+            if _astray(-kept, self.origin[1]):
+                return self.back_to(None, self.origin, -kept, "validation loss")
+            return None
+        if self.best_train is None:
+            return None
+        last = history.loss_curve[-1]
+        loss, weights, epoch, weight = self.best_train
+        if _astray(loss, self.origin[1]):  # the first minibatch says: worse than the start
+            start = self.measured(self.origin[0], weight)
+            if _astray(loss, start):
+                return self.back_to(None, (self.origin[0], start), last, "loss")
+        if _astray(last, loss):
+            return self.back_to(epoch, (weights, loss), last, "loss")
+        return None
+
+    def back_to(self, epoch, best, last, measure):
+        """Restore the weights ``best[0]`` (loss ``best[1]``) of a call gone astray."""
+        self.module.load_state_dict(best[0])
+        return TrainingResult("worsened", 0, best_epoch=epoch, best_loss=best[1],
+                              last_loss=last, measure=measure)
+
+    def measured(self, weights, weight):
+        """Mean loss over all training rows of ``weights`` at KL weight ``weight``, on a copy
+        of the network and of the generator (neither this call's module nor stream moves)."""
+        probe = copy.deepcopy(self.module)
+        probe.load_state_dict(weights)
+        generator = torch.Generator(device=self.generator.device)
+        generator.set_state(self.generator.get_state())
+        if self.streamed:
+            return _streamed_epoch(probe, None, self.data, generator, self.batch_size, weight,
+                                   self.objective)[0]
+        total, _ = _pass(probe, None, self.data, generator, self.batch_size, weight,
+                         self.objective)
+        return float(total) / self.data[0].shape[0]
 
 
-def _unless_worsened(module, history, best_train, result):
-    """``result``, or "worsened" with the weights the best epoch started from restored if
-    training went astray.
-
-    Training went astray when the last epoch's loss is more than ``_WORSENED_FACTOR``
-    (|best| + 1) nats per row above the best epoch of the call (a learning rate so high that
-    the loss explodes and stays finite, ~1e30): the gap a KL warm-up opens is far smaller.
-    """
-    if best_train is None:
-        return result
-    best, state, epoch = best_train
-    last = history.loss_curve[-1]
-    if not last - best > _WORSENED_FACTOR * (abs(best) + 1.0):
-        return result
-    module.load_state_dict(state)
-    return TrainingResult("worsened", result.epochs_run, best_epoch=epoch, best_loss=best,
-                          last_loss=last)
+def _astray(loss, best):
+    """Whether ``loss`` lies more than ``_WORSENED_FACTOR`` (|best| + 1) above ``best``."""
+    return loss - best > _WORSENED_FACTOR * (abs(best) + 1.0)

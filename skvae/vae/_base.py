@@ -18,6 +18,7 @@ rows of X's layout put the raw covariate values back in their columns (:meth:`_f
 Without covariates, ``c`` is None and every path is the unconditional one, bit for bit.
 """
 
+import copy
 import warnings
 from collections import namedtuple
 from dataclasses import replace
@@ -28,7 +29,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import as_tensor, derived_seed, device_independent_normal, seed_from, to_numpy
+from .._backend import derived_seed, device_independent_normal, seed_from, to_numpy
 from .._base import (
     BaseLatentModel,
     _caller_values,
@@ -321,7 +322,9 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """Fit the model to ``X`` by maximizing the beta-ELBO with Adam.
 
         With ``warm_start=True`` and a fitted model, training continues from the current
-        weights for up to ``max_iter`` more epochs.
+        weights for up to ``max_iter`` more epochs, on the current ``device`` and in the
+        current ``dtype``: the network, the optimizer state and the sample of training rows
+        move there first if either changed.
 
         Parameters
         ----------
@@ -353,6 +356,17 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         and the sample. ``early_stopping=True`` and ``covariates`` are refused there (they
         need rows in memory): stop on the training loss (``tol``, ``n_iter_no_change``)
         instead, or fit an in-memory array.
+
+        Ctrl-C (KeyboardInterrupt), here and in :meth:`partial_fit`: the call works on its
+        own copy of the model and publishes it at the end. Before any epoch of the call has
+        finished, it raises and leaves the estimator exactly as it was. After, it returns
+        with a ``ConvergenceWarning`` and the model of the finished epochs: weights,
+        optimizer state, ``n_iter_``, ``loss_curve_``, the sample of training rows and the
+        diagnostics all describe them (an epoch in progress is dropped; with
+        ``early_stopping``, the weights are the best validation epoch's). An interrupt after
+        the last epoch runs the closing work (the best weights back, the row sample, the
+        diagnostics: about one forward pass over the training rows) once more; a second one
+        abandons the call and leaves the estimator as it was.
         """
         return self._fit(X, incremental=False)
 
@@ -363,10 +377,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
 
         The first call initializes the model (and the input standardization) from ``X``;
         later calls continue with the same optimizer state, so data that arrive in chunks can
-        be learned. ``early_stopping`` does not apply here. The sample of the aggregated
-        posterior stays a uniform sample of every row trained on; the chunk's rows in it get
-        the codes of the encoder at the end of this call, those of earlier chunks keep theirs
-        (with ``store_training_rows=True``, all are encoded by the current encoder).
+        be learned, on the current ``device`` and in the current ``dtype`` (the state moves
+        there first if either changed). ``early_stopping`` does not apply here. The sample of
+        the aggregated posterior stays a uniform sample of every row trained on; the chunk's
+        rows in it get the codes of the encoder at the end of this call, those of earlier
+        chunks keep theirs (with ``store_training_rows=True``, all are encoded by the current
+        encoder). Ctrl-C: see the Notes of :meth:`fit`.
 
         Parameters
         ----------
@@ -387,6 +403,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             return self._fit_streamed(X, incremental=incremental)
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
+        if not fresh:
+            self._resolve_placement()  # continuing moves the model to the current device/dtype
         X_given = X
         X, has_nan, raw, columns = self._training_rows(X_given, reset=fresh)
         self._check_values(X)
@@ -439,19 +457,23 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 X_train, mask_train)
         mask_val = None if X_val is None else _observed(X_val, has_nan)
 
-        result = self._train(module, optimizer, X_train, generator, history, incremental,
-                             X_val=X_val, C=C_train, C_val=C_val, mask=mask_train,
-                             mask_val=mask_val)
-        optimizer = self._report(result, module, optimizer, history, incremental)
-        self._set_fitted(module, optimizer, history, spec, columns, encoder, seed if fresh
-                         else None)
-        self._update_reservoir(X_train, generator, merge=not fresh, C=C_train,
-                               has_nan=has_nan)
-        self._set_latent_diagnostics(X_train, has_nan, C_train)
-        self._forget_latent_density()
-        self._after_fit()
-        self._warn_constant_columns()
-        return self
+        def train():
+            return self._train(module, optimizer, X_train, generator, history, incremental,
+                               X_val=X_val, C=C_train, C_val=C_val, mask=mask_train,
+                               mask_val=mask_val)
+
+        def publish(result, interrupted):
+            kept = self._report(result, module, optimizer, history, incremental, interrupted)
+            self._set_fitted(module, kept, history, spec, columns, encoder,
+                             seed if fresh else None)
+            self._update_reservoir(X_train, generator, merge=not fresh, C=C_train,
+                                   has_nan=has_nan)
+            self._set_latent_diagnostics(X_train, has_nan, C_train)
+            self._forget_latent_density()
+            self._after_fit()
+            self._warn_constant_columns()
+
+        return self._train_and_publish(train, publish)
 
     def _fit_streamed(self, X, *, incremental):
         """``_fit`` for a dask array or a large memmap, read block by block (see
@@ -477,6 +499,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         fitted = hasattr(self, "module_")
         fresh = not fitted or not (incremental or self.warm_start)
         if not fresh:
+            self._resolve_placement()  # continuing moves the model to the current device/dtype
             spec = self._module_spec_for(blocks.n_features)
             if self._module_spec.get("mask_inputs"):
                 spec["mask_inputs"] = True
@@ -497,6 +520,37 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         else:
             seed, generator, module, optimizer, history = self._continuation()
 
+        moments, keys, sample, has_nan = self._first_pass(X, blocks, fresh, generator)
+        sample_mask = _observed(sample, has_nan)
+        if fresh:
+            spec = self._module_spec_for(blocks.n_features)
+            if has_nan:
+                spec["mask_inputs"] = True
+            module, optimizer, history = self._new_training(
+                spec, generator,
+                lambda m: _with_unit_scale_where_constant(*moments.mean_std(self._dtype)),
+                sample, sample_mask)
+
+        to_tensor = DeviceCopies(self._device, self._dtype)  # pinned staging on CUDA
+        rows = StreamedRows(blocks, to_tensor, has_nan)
+
+        def publish(result, interrupted):
+            kept = self._report(result, module, optimizer, history, incremental, interrupted)
+            self._set_fitted(module, kept, history, spec, None, None, seed if fresh else None)
+            self._update_reservoir(sample, None, merge=not fresh, has_nan=has_nan, keys=keys)
+            self._set_latent_diagnostics(sample, has_nan)
+            self._forget_latent_density()
+            self._after_fit()
+            self._warn_constant_columns()
+
+        return self._train_and_publish(
+            lambda: self._train(module, optimizer, rows, generator, history, incremental),
+            publish)
+
+    def _first_pass(self, X, blocks, fresh, generator):
+        """The first pass of a streamed fit over the blocks of ``X``: values checked, the
+        moments of the encoder's input (``fresh`` only) and a uniform sample of the rows;
+        (moments, the sample's keys, the sample, whether X holds NaN, the sample's size)."""
         likelihood = self._make_likelihood(blocks.n_features, self._likelihood_spec())
         moments = Moments()
         sampler = BottomK(max(1, min(reservoir_size(blocks.n_features), blocks.n_rows)),
@@ -525,28 +579,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "NaN, so there is nothing to fit. Pass rows with observed values."
             )
         keys, sample = sampler.sample()
-        sample_mask = _observed(sample, has_nan)
-        if fresh:
-            spec = self._module_spec_for(blocks.n_features)
-            if has_nan:
-                spec["mask_inputs"] = True
-            module, optimizer, history = self._new_training(
-                spec, generator,
-                lambda m: _with_unit_scale_where_constant(*moments.mean_std(self._dtype)),
-                sample, sample_mask)
-
-        to_tensor = DeviceCopies(self._device, self._dtype)  # pinned staging on CUDA
-        result = self._train(module, optimizer, StreamedRows(blocks, to_tensor, has_nan),
-                             generator, history, incremental)
-        optimizer = self._report(result, module, optimizer, history, incremental)
-        self._set_fitted(module, optimizer, history, spec, None, None,
-                         seed if fresh else None)
-        self._update_reservoir(sample, None, merge=not fresh, has_nan=has_nan, keys=keys)
-        self._set_latent_diagnostics(sample, has_nan)
-        self._forget_latent_density()
-        self._after_fit()
-        self._warn_constant_columns()
-        return self
+        return moments, keys, sample, has_nan
 
     def _new_training(self, spec, generator, standardization, rows, mask):
         """A new network, its optimizer and an empty history, for a fit that starts afresh.
@@ -561,14 +594,21 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         return module, optimizer, TrainingHistory()
 
     def _continuation(self):
-        """(seed, generator, module, optimizer, history) to continue training a fitted model."""
+        """(seed, generator, module, optimizer, history) to continue training a fitted model.
+
+        Copies, on the current device and dtype: the fitted model stays as it is until the
+        call publishes the new one (fit_all_or_nothing restores attributes, not objects
+        changed in place), and an interrupted call leaves it intact.
+        """
         seed = self._seed
         generator = torch.Generator(device=self._device).manual_seed(
             derived_seed(seed, _CONTINUED_TRAINING, self._history.n_epochs)
         )
         self._check_reservoir_continues()
-        module, optimizer = self.module_, self._optimizer
-        # A copy: fit_all_or_nothing restores the attributes, not objects changed in place.
+        module = copy.deepcopy(self.module_).to(device=self._device, dtype=self._dtype)
+        optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+        load_optimizer_state(optimizer, copy.deepcopy(self._optimizer.state_dict()))
+        self._place_reservoir()
         history = replace(
             self._history,
             loss_curve=list(self._history.loss_curve),
@@ -582,6 +622,36 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate_init
         return seed, generator, module, optimizer, history
+
+    def _place_reservoir(self):
+        """Move the sample of training rows to ``_device`` and ``_dtype`` (keys stay float64)."""
+        if isinstance(self.__dict__.get("_reservoir"), dict):
+            self._reservoir = moved(self._reservoir, self._device, self._dtype)
+
+    def _train_and_publish(self, train, publish):
+        """``train()`` (the engine's result), then ``publish(result, interrupted)``, which sets
+        the fitted attributes; ``self``.
+
+        One protected region from training to the return: a KeyboardInterrupt after training
+        (in the row sample, the diagnostics) puts the attributes back and publishes once more
+        with ``interrupted=True``, so the finished epochs are kept; one that the engine lets
+        through (no finished epoch), or a second one, propagates, and fit_all_or_nothing
+        leaves the estimator as it was. Grad mode ends as it began (see fit_all_or_nothing).
+        """
+        before, result, grad = dict(self.__dict__), None, torch.is_grad_enabled()
+        try:
+            result = train()
+            publish(result, False)
+            torch.set_grad_enabled(grad)
+            return self
+        except KeyboardInterrupt:
+            torch.set_grad_enabled(grad)
+            if result is None:
+                raise
+            self.__dict__ = before
+            publish(result, True)
+            torch.set_grad_enabled(grad)
+            return self
 
     def _train(self, module, optimizer, X, generator, history, incremental, **rows):
         """``train_epochs`` with this estimator's settings; a first-epoch divergence becomes
@@ -612,8 +682,12 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "sklearn.preprocessing.StandardScaler) if it holds huge values."
             ) from None
 
-    def _report(self, result, module, optimizer, history, incremental):
-        """Warn about how training ended; the optimizer to keep (a new one after divergence)."""
+    def _report(self, result, module, optimizer, history, incremental, interrupted=False):
+        """Warn about how training ended; the optimizer to keep (a new one after divergence).
+
+        ``interrupted``: a KeyboardInterrupt came after training, while the model was being
+        published.
+        """
         if result.status == "diverged":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
             warnings.warn(
@@ -624,20 +698,19 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             )
         elif result.status == "worsened":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
+            if result.best_epoch is None:
+                start = ("the weights this call started from"
+                         + (" (the initial ones: the model learned nothing)"
+                            if history.n_epochs == result.epochs_run else ""))
+                where, restored = "at the start", start
+            else:
+                where = f"epoch {result.best_epoch}"
+                restored = "the weights that epoch started from"
             warnings.warn(
-                f"{type(self).__name__}: training diverged: the loss rose from "
-                f"{result.best_loss:.4g} (epoch {result.best_epoch}) to {result.last_loss:.4g} "
-                f"nats per row; the weights that epoch started from were restored. Lower "
-                f"learning_rate_init={self.learning_rate_init} (e.g. to "
-                f"{self.learning_rate_init / 10:g}).",
-                ConvergenceWarning,
-            )
-        elif result.status == "interrupted":
-            warnings.warn(
-                f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt) "
-                f"in epoch {history.n_epochs + 1}; the model keeps the weights of the "
-                f"{result.epochs_run} finished epoch(s) of this call (the best validation "
-                "epoch with early_stopping).",
+                f"{type(self).__name__}: training diverged: the {result.measure} rose from "
+                f"{result.best_loss:.4g} ({where}) to {result.last_loss:.4g} nats per row; "
+                f"{restored} were restored. Lower learning_rate_init="
+                f"{self.learning_rate_init} (e.g. to {self.learning_rate_init / 10:g}).",
                 ConvergenceWarning,
             )
         elif result.status == "max_iter" and not incremental:
@@ -645,6 +718,14 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 f"{type(self).__name__}: maximum iterations (max_iter={self.max_iter} epochs) "
                 "reached and the optimization hasn't converged yet. Increase max_iter, or "
                 "raise tol.",
+                ConvergenceWarning,
+            )
+        if interrupted or result.interrupted:
+            warnings.warn(
+                f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt); "
+                f"the model keeps the {result.epochs_run} epoch(s) this call finished "
+                f"(n_iter_={history.n_epochs}) and drops any epoch in progress (with "
+                "early_stopping, the weights are those of the best validation epoch).",
                 ConvergenceWarning,
             )
         return optimizer
@@ -1100,8 +1181,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             if isinstance(optimizer_state, dict):
                 load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
-        if isinstance(self.__dict__.get("_reservoir"), dict):
-            self._reservoir = moved(self._reservoir, self._device)
+        self._place_reservoir()
 
 
 def _encoded_width(encoder):

@@ -60,6 +60,9 @@ def concat(first, second):
     return {name: torch.cat([first[name].to(second[name]), second[name]]) for name in second}
 
 
-def moved(reservoir, device):
-    """``reservoir`` with its tensors on ``device``."""
-    return {name: value.to(device) for name, value in reservoir.items()}
+def moved(reservoir, device, dtype=None):
+    """``reservoir`` with its tensors on ``device`` (and, but for the float64 keys, in
+    ``dtype`` when given)."""
+    return {name: value.to(device=device, dtype=value.dtype if dtype is None or name == "keys"
+                           else dtype)
+            for name, value in reservoir.items()}
