@@ -3,6 +3,7 @@ all-or-nothing fitting, pickling."""
 
 import contextvars
 import functools
+import sys
 import warnings
 
 import numpy as np
@@ -247,6 +248,17 @@ def _numeric_columns(X):
     return X
 
 
+def warn(message, category=UserWarning):
+    """``warnings.warn`` at the line of the first caller outside skvae and scikit-learn, so a
+    warning names the user's line (and its module, for filters), however many wrappers
+    (``_fit_context``, ``blockwise``, a Pipeline) stand between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+            "skvae", "sklearn"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)
+
+
 def named_rows(flags):
     """The row indices where ``flags`` (a boolean ndarray, rows first) holds, as ``[3, 17]``,
     the first ten only (``[3, 17, ...] (12 rows)``) when there are more; inside a
@@ -260,7 +272,8 @@ def _model_dtype(estimator):
     """The estimator's computing dtype as a name ('float32'), and the advice its messages end
     with: rescale X, or (in float32) fit in float64."""
     dtype = str(getattr(estimator, "_dtype", "float64")).replace("torch.", "")
-    hint = "Check the scale of X (e.g. a missing StandardScaler)"
+    hint = getattr(estimator, "_far_rows_hint", "Check the scale of X (e.g. a missing "
+                                                "StandardScaler)")
     if dtype == "float32":
         hint += ", or fit with dtype='float64'"
     return dtype, hint + "."
@@ -279,13 +292,12 @@ def scores_or_minus_inf(estimator, *scores):
         lowest |= s == -np.inf
     if lowest.any():
         dtype, hint = _model_dtype(estimator)
-        warnings.warn(
+        warn(
             f"{type(estimator).__name__}: row(s) {named_rows(lowest)} of X lie so far from the "
             f"training data that their log-likelihood cannot be computed in {dtype} (it is below "
             f"the range of {dtype}, or computing it overflows): they score -inf, the lowest "
             f"(most abnormal) value. {hint}",
             UserWarning,
-            stacklevel=3,
         )
     return cleaned if len(cleaned) > 1 else cleaned[0]
 
@@ -304,11 +316,10 @@ def warn_nan_rows(estimator, method, *outputs, reason=None):
     dtype, hint = _model_dtype(estimator)
     if reason is None:
         reason = f"their values are so large that the model's computation overflows {dtype}"
-    warnings.warn(
+    warn(
         f"{type(estimator).__name__}.{method}: the results of row(s) {named_rows(bad)} are "
         f"NaN: {reason}. {hint}",
         UserWarning,
-        stacklevel=3,
     )
 
 
@@ -582,7 +593,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
         """Warn (at the end of a fit) about the columns constant in all training rows."""
         constant = self._constant_columns()
         if constant.size:
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: {constant.size} column(s) {self._column_labels(constant)} "
                 "of X are constant in the training data: the model learns (almost) no variance "
                 "there, so a later row with another value in such a column gets an extremely "
@@ -608,7 +619,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             columns = constant[to_numpy(off.any(dim=0))]
         rows = rows.tolist()
         listed = f"{rows[:10]}" + ("" if len(rows) <= 10 else f" and {len(rows) - 10} more")
-        warnings.warn(
+        warn(
             f"{type(self).__name__}: {len(rows)} row(s) of X {listed} differ from the value "
             f"that column(s) {self._column_labels(columns)} held in every training row. The "
             "model saw no variation there, so the scores of these rows mostly measure that "
@@ -662,7 +673,7 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             if name in current and then != current[name]
         }
         if mismatched:
-            warnings.warn(InconsistentVersionWarning(type(self).__name__, mismatched))
+            warn(InconsistentVersionWarning(type(self).__name__, mismatched))
         device = state.get("_device")
         if isinstance(device, str):
             state["_device"] = fallback_device(torch.device(device))

@@ -1,6 +1,5 @@
 """Outlier detection with any density model: LatentOutlierDetector."""
 
-import warnings
 from numbers import Real
 
 import numpy as np
@@ -9,7 +8,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import named_rows
+from ._base import named_rows, warn
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
 from .linear import PPCA
 
@@ -215,12 +214,11 @@ class LatentOutlierDetector(OutlierMixin, BaseEstimator):
         scores = np.asarray(self.estimator_.score_samples(X), dtype=np.float64)
         unscorable = np.isnan(scores)
         if unscorable.any():
-            warnings.warn(
+            warn(
                 f"{type(self.estimator_).__name__}.score_samples returned NaN for row(s) "
                 f"{named_rows(unscorable)} of X: {type(self).__name__} scores them -inf, the "
                 "most abnormal value, and predicts them as outliers.",
                 UserWarning,
-                stacklevel=2,
             )
             scores = np.where(unscorable, -np.inf, scores)
         return scores

@@ -117,7 +117,7 @@ def test_the_streamed_block_order_names_the_generators_device(monkeypatch):
 
     monkeypatch.setattr(_engine.torch, "randperm", randperm)
     source = SimpleNamespace(n_blocks=3, n_rows=3, prepared=lambda index, module: None)
-    monkeypatch.setattr(_engine, "_pass", lambda *args: torch.zeros(()))
+    monkeypatch.setattr(_engine, "_pass", lambda *args: (torch.zeros(()), torch.zeros(())))
     generator = SimpleNamespace(device=torch.device("cuda"))
     _engine._streamed_epoch(None, None, source, generator, 1, 1.0, None)
     assert asked == [torch.device("cuda")]

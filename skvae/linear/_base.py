@@ -1,7 +1,6 @@
 """What PPCA and FactorAnalysisEM share: everything but how the parameters are estimated."""
 
 import time
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,6 +19,7 @@ from .._base import (
     fit_all_or_nothing,
     memmap_blocks,
     scores_or_minus_inf,
+    warn,
     warn_nan_rows,
 )
 from .._compat import Interval, StrOptions, _fit_context
@@ -332,7 +332,7 @@ class BaseLinearGaussian(BaseLatentModel):
                 "may be degenerate (check for huge values or duplicated columns)."
             )
         if status == "decreased":
-            warnings.warn(
+            warn(
                 f"{type(self).__name__} EM stopped after {len(loglikes)} iterations because the "
                 "log-likelihood decreased (or became non-finite) by more than rounding explains; "
                 "the fit is the best point reached and may be far from the optimum. Rescale X "
@@ -340,7 +340,7 @@ class BaseLinearGaussian(BaseLatentModel):
                 ConvergenceWarning,
             )
         elif status == "max_iter":
-            warnings.warn(
+            warn(
                 f"{type(self).__name__} EM did not converge in max_iter={self.max_iter} "
                 f"iterations (tol={self.tol}). Increase max_iter or tol.",
                 ConvergenceWarning,

@@ -317,7 +317,6 @@ def run_em(step, params, *, n, max_iter, tol, accelerate=True, floor, variances=
     of every recorded point in order, and "converged", "max_iter" or "decreased".
     """
     eps = torch.finfo(params.W.dtype).eps
-    d = params.W.shape[0]
     threshold = tol * min(n, _TOTAL_ROWS)
     scale = 1.0 if variances is None else math.sqrt(float(variances.mean())) or 1.0
 

@@ -19,7 +19,6 @@ Without covariates, ``c`` is None and every path is the unconditional one, bit f
 """
 
 import copy
-import warnings
 from collections import namedtuple
 from dataclasses import replace
 from numbers import Integral, Real
@@ -38,6 +37,7 @@ from .._base import (
     blockwise,
     fit_all_or_nothing,
     scores_or_minus_inf,
+    warn,
     warn_nan_rows,
 )
 from .._compat import Interval, StrOptions, _fit_context
@@ -678,8 +678,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 f"{type(self).__name__} diverged in its first epoch (the loss or the weights "
                 "became non-finite), so no finite weights exist to keep. Lower "
                 f"learning_rate_init={self.learning_rate_init} (e.g. to "
-                f"{self.learning_rate_init / 10:g}), or scale X (e.g. with "
-                "sklearn.preprocessing.StandardScaler) if it holds huge values."
+                f"{self.learning_rate_init / 10:g}), or {self._range_hint()} if X holds huge "
+                "values."
             ) from None
 
     def _report(self, result, module, optimizer, history, incremental, interrupted=False):
@@ -690,7 +690,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         """
         if result.status == "diverged":
             optimizer = make_optimizer(module.parameters(), self.learning_rate_init)
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: the training loss or weights became non-finite in "
                 f"epoch {result.diverged_at}; training stopped and the best finite weights "
                 f"were restored. Lower learning_rate_init={self.learning_rate_init} or scale X.",
@@ -706,7 +706,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             else:
                 where = f"epoch {result.best_epoch}"
                 restored = "the weights that epoch started from"
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: training diverged: the {result.measure} rose from "
                 f"{result.best_loss:.4g} ({where}) to {result.last_loss:.4g} nats per row; "
                 f"{restored} were restored. Lower learning_rate_init="
@@ -714,14 +714,14 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 ConvergenceWarning,
             )
         elif result.status == "max_iter" and not incremental:
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: maximum iterations (max_iter={self.max_iter} epochs) "
                 "reached and the optimization hasn't converged yet. Increase max_iter, or "
                 "raise tol.",
                 ConvergenceWarning,
             )
         if interrupted or result.interrupted:
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: training interrupted by the user (KeyboardInterrupt); "
                 f"the model keeps the {result.epochs_run} epoch(s) this call finished "
                 f"(n_iter_={history.n_epochs}) and drops any epoch in progress (with "

@@ -356,6 +356,9 @@ class CountVAE(BaseVAE):
             "sklearn.impute.SimpleImputer(strategy='median') in a Pipeline)."
         )
 
+    # What the warnings about rows far from the training data advise (skvae._base).
+    _far_rows_hint = "Check that X holds raw counts on the scale of the training data"
+
     def _range_hint(self):
         """Counts cannot be rescaled: a wider dtype is the fix."""
         return "fit with dtype='float64'"

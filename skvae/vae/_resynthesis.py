@@ -8,7 +8,6 @@ codes of the sampled training rows ``_reservoir_codes``, and the covariate helpe
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
 
-import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,7 +18,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import derived_seed, seed_from, to_numpy
-from .._base import _output_dtype, warn_nan_rows
+from .._base import _output_dtype, warn, warn_nan_rows
 from ..nn import interpolation_path, sample_gaussian_mixture
 
 _LATENT_DENSITY = 3  # the SeedSequence key of the mixture's seed (see vae._base, derived_seed)
@@ -290,14 +289,13 @@ class ResynthesisMixin:
         # scikit-learn's own ConvergenceWarning would reach the user from a call that never
         # mentioned a mixture: this one names the parameter that sets it.
         if not _fit_mixture_quietly(mixture, codes, _MIXTURE_MAX_ITER, _MIXTURE_TOL):
-            warnings.warn(
+            warn(
                 f"{type(self).__name__}: the latent density of sample(latent=\"fitted\") "
                 f"(a GaussianMixture of latent_density_components={requested} components "
                 f"on the codes of the training rows) did not converge in "
                 f"{_MIXTURE_MAX_ITER} iterations; it is used as it is. Lower "
                 "latent_density_components if the draws look off.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
         cached = {
             "requested": requested,
