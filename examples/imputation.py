@@ -123,8 +123,11 @@ def main():
         ax.set(title=f"{data}: {X.shape[0]} x {X.shape[1]}, n_components={k}",
                xlabel="entries missing (%)", ylabel="RMSE of the imputed entries")
         ax.set_xticks(np.array(args.rates) * 100)
+    # The legend inside the figure's own area: the docs' gallery saves the figure as drawn,
+    # without bbox_inches="tight", and would cut off a legend placed below it.
+    figure.subplots_adjust(bottom=0.22)
     figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=6,
-                  fontsize=8, bbox_to_anchor=(0.5, -0.06))
+                  fontsize=8, bbox_to_anchor=(0.5, 0.0))
     figure.savefig(args.out, dpi=110, bbox_inches="tight")
     print(f"figure written to {args.out}")
 
