@@ -3,8 +3,8 @@ density fitted to the codes for ``sample(latent="fitted")``.
 
 :class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
 through ``BaseVAE``'s private helpers (``_rows``, ``_encode``, ``_decode_mean``, the
-codes of the sampled training rows ``_reservoir_codes``, and the covariate helpers
-``_given_covariates`` and ``_full_layout``) and adds public methods only; ``sample`` calls
+codes of the sampled training rows ``_reservoir_codes``, and the ``CovariateLayout`` of
+``_covariate_layout``) and adds public methods only; ``sample`` calls
 :meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
 """
 
@@ -157,7 +157,8 @@ class ResynthesisMixin:
                     "decoded with. Pass covariates= (one row, in X's units) to choose it."
                 )
             covariates = rows_a.raw
-        C, raw = self._given_covariates(covariates, int(n_steps), "interpolate")
+        layout = self._covariate_layout()
+        C, raw = layout.given(covariates, int(n_steps), "interpolate")
         with torch.inference_mode():
             path = interpolation_path(codes_a[0], codes_b[0], int(n_steps), method)
             if return_mean:
@@ -168,7 +169,7 @@ class ResynthesisMixin:
                 module = self.module_
                 params = module.decode(path) if C is None else module.decode(path, C)
                 decoded = to_numpy(module.sample(params, generator), out)
-        return self._full_layout(decoded, raw, out)
+        return layout.full_rows(decoded, raw, out)
 
     # ------------------------------------------------------------------ attribute vectors
     def attribute_vector(self, X_from, X_to):
@@ -247,7 +248,7 @@ class ResynthesisMixin:
         with torch.inference_mode():
             decoded = to_numpy(self._decode_mean(codes + shift, rows.c), out)
         warn_nan_rows(self, "apply_attribute", decoded)
-        return self._full_layout(decoded, rows.raw, out)
+        return self._covariate_layout().full_rows(decoded, rows.raw, out)
 
     # ------------------------------------------------------------------ latent density
     @property
