@@ -53,9 +53,10 @@ from ..nn import (
     monte_carlo_impute,
     train_epochs,
 )
-from ..nn._bounds import chunk_rows, pad_rows, padded_chunks
+from ..nn._bounds import decode_mean_in_chunks, encode_in_chunks
 from ..nn._engine import load_optimizer_state, make_optimizer
 from ._covariates import CovariateLayout, encoded_width, fit_encoder, resolve_columns
+from ._latent_density import LatentDensityMixin
 from ._reservoir import concat, draw_keys, merge_split, moved, reservoir_size, select, smallest
 from ._resynthesis import ResynthesisMixin
 from ._streaming import BottomK, DeviceCopies, Moments, RowBlocks, StreamedRows, is_streamed
@@ -125,7 +126,7 @@ def _observed(X, has_nan=None):
     return ~torch.isnan(X) if has_nan else None
 
 
-class BaseVAE(ResynthesisMixin, BaseLatentModel):
+class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
     """Base class of the VAE estimators (not public)."""
 
     _parameter_constraints = {
@@ -738,7 +739,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _encoded_sample(self, sample, has_nan=None):
         """A reservoir of rows -> the same entries as codes of the current encoder."""
         with torch.no_grad():
-            mean, logvar = self._encode(sample["rows"], has_nan, sample.get("covariates"))
+            mean, logvar = encode_in_chunks(self.module_, sample["rows"], has_nan,
+                                            sample.get("covariates"))
         return {"keys": sample["keys"], "mean": mean, "logvar": logvar}
 
     def _check_reservoir_continues(self):
@@ -759,8 +761,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         sample = self._reservoir if index is None else select(self._reservoir, index)
         if "rows" not in sample:
             return sample["mean"], sample["logvar"] if with_logvar else None
-        return self._encode(sample["rows"], None, sample.get("covariates"),
-                            with_logvar=with_logvar)
+        return encode_in_chunks(self.module_, sample["rows"], None, sample.get("covariates"),
+                                with_logvar=with_logvar)
 
     def _set_latent_diagnostics(self, X, has_nan=None, C=None):
         """Per-component KL and activity over the training rows, to show posterior collapse.
@@ -770,42 +772,17 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         q(z_j | x) = p(z_j) for every x, so it carries no information and its KL is ~0.
         """
         with torch.no_grad():
-            mean, logvar = self._encode(X, has_nan, C)
+            mean, logvar = encode_in_chunks(self.module_, X, has_nan, C)
         kl = kl_standard_normal(mean[..., None], logvar[..., None])  # per component
         self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
         self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
         self.n_active_components_ = int(np.sum(self.latent_activity_ > _ACTIVITY_THRESHOLD))
 
     # ------------------------------------------------------------------ inference
-    def _encode(self, X, has_nan=None, C=None, with_logvar=True):
-        """Mean and log-variance of q(z | x_obs, c) for every row of X; NaN entries are missing
-        (``has_nan``: whether X holds any, when known; None looks in every chunk). Without
-        ``with_logvar`` the log-variances are dropped (None comes in their place); they are
-        computed all the same, by the one head that gives the means."""
-        n, rows = X.shape[0], chunk_rows(self.module_)
-        means, logvars = [], []
-        for start, stop in padded_chunks(n, rows):
-            x, c = pad_rows(X, start, rows), pad_rows(C, start, rows)
-            mask = None if has_nan is False else _observed(x)
-            mean, logvar = (self.module_.encode(x, c) if mask is None
-                            else self.module_.encode(x, c, mask=mask))
-            means.append(mean[: stop - start])
-            logvars.append(logvar[: stop - start])
-        return torch.cat(means), torch.cat(logvars) if with_logvar else None
-
     @staticmethod
     def _posterior_std(logvar):
         """Standard deviations of q(z | x) from its log-variances."""
         return torch.exp(0.5 * logvar)
-
-    def _decode_mean(self, Z, C=None):
-        module, rows = self.module_, chunk_rows(self.module_)
-        parts = []
-        for start, stop in padded_chunks(Z.shape[0], rows):
-            z, c = pad_rows(Z, start, rows), pad_rows(C, start, rows)
-            params = module.decode(z) if c is None else module.decode(z, c)
-            parts.append(module.mean(params)[: stop - start])
-        return torch.cat(parts)
 
     def _rows(self, X, where="X"):
         """Validate X for a fitted model: a :class:`_Rows` of its modeled columns, whether
@@ -844,7 +821,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         out = _output_dtype(X)
         rows = self._rows(X)
         with torch.inference_mode():
-            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c, with_logvar=return_std)
+            mean, logvar = encode_in_chunks(self.module_, rows.x, rows.has_nan, rows.c,
+                                            with_logvar=return_std)
             mean = to_numpy(mean, out)
             std = to_numpy(self._posterior_std(logvar), out) if return_std else None
         warn_nan_rows(self, "transform", mean, std)
@@ -876,7 +854,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         layout = self._covariate_layout()
         C, raw = layout.given(covariates, Z.shape[0], "inverse_transform")
         with torch.inference_mode():
-            decoded = to_numpy(self._decode_mean(Z, C), out)
+            decoded = to_numpy(decode_mean_in_chunks(self.module_, Z, C), out)
         warn_nan_rows(self, "inverse_transform", decoded, reason=(
             "their codes are so large that the decoder's computation overflows"))
         return layout.full_rows(decoded, raw, out)
@@ -976,7 +954,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         rows = self._rows(X)
         iw, lower = self._bounds(rows)
         with torch.inference_mode():
-            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
+            mean, logvar = encode_in_chunks(self.module_, rows.x, rows.has_nan, rows.c)
             kl = to_numpy(kl_standard_normal(mean, logvar), np.float64)
         with np.errstate(invalid="ignore"):  # -inf - -inf: named below
             terms = {"log_likelihood": iw, "elbo": lower, "reconstruction": lower + kl,
