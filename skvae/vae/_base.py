@@ -126,6 +126,14 @@ def _observed(X, has_nan=None):
     return ~torch.isnan(X) if has_nan else None
 
 
+def _no_observed_entry(n_values):
+    """The error of a fit whose X holds ``n_values`` values, all NaN."""
+    return ValueError(
+        f"X has no observed entry: all its {n_values} values are NaN, so there is nothing to "
+        "fit. Pass rows with observed values."
+    )
+
+
 class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
     """Base class of the VAE estimators (not public)."""
 
@@ -356,31 +364,17 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
     def _fit(self, X, *, incremental):
         if is_streamed(X):
             return self._fit_streamed(X, incremental=incremental)
-        fitted = hasattr(self, "module_")
-        fresh = not fitted or not (incremental or self.warm_start)
-        if not fresh:
-            self._resolve_placement()  # continuing moves the model to the current device/dtype
+        fresh = self._starts_afresh(incremental)
         X_given = X
         X, has_nan, raw, columns = self._training_rows(X_given, reset=fresh)
         self._check_values(X)
         if has_nan and bool(torch.isnan(X).all()):
-            raise ValueError(
-                f"X has no observed entry: all its {X.numel()} values are NaN, so there is "
-                "nothing to fit. Pass rows with observed values."
-            )
+            raise _no_observed_entry(X.numel())
         encoder = None
         if not fresh and columns is not None:
             encoder = getattr(self, "covariate_encoder_", None)  # continuing: same encoding
         spec = self._module_spec_for(X.shape[1], columns, encoded_width(encoder))
-        if not fresh and self._module_spec.get("mask_inputs"):
-            spec["mask_inputs"] = True  # how the fitted encoder reads rows stays as it is
-        if not fresh and spec != self._module_spec:
-            if incremental:
-                raise ValueError(
-                    f"partial_fit cannot continue: the architecture parameters of this "
-                    f"{type(self).__name__} changed since it was fitted ({self._module_spec} -> "
-                    f"{spec}). Call fit to start a new model, or restore the parameters."
-                )
+        if not fresh and not self._continues_with(spec, incremental):
             fresh = True
             X, has_nan, raw, columns = self._training_rows(X_given, reset=True)
         self._note_column_range(X, reset=fresh, columns=None if columns is None else
@@ -451,22 +445,10 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
                 "an in-memory array."
             )
         blocks = RowBlocks(X)
-        fitted = hasattr(self, "module_")
-        fresh = not fitted or not (incremental or self.warm_start)
+        fresh = self._starts_afresh(incremental)
         if not fresh:
-            self._resolve_placement()  # continuing moves the model to the current device/dtype
             spec = self._module_spec_for(blocks.n_features)
-            if self._module_spec.get("mask_inputs"):
-                spec["mask_inputs"] = True
-            if spec != self._module_spec:
-                if incremental:
-                    raise ValueError(
-                        f"partial_fit cannot continue: the architecture parameters of this "
-                        f"{type(self).__name__} changed since it was fitted "
-                        f"({self._module_spec} -> {spec}). Call fit to start a new model, or "
-                        "restore the parameters."
-                    )
-                fresh = True
+            fresh = not self._continues_with(spec, incremental)
         if fresh:
             seed = seed_from(self.random_state)
             self._check_input(np.empty((0, blocks.n_features)), reset=True,
@@ -502,6 +484,30 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
             lambda: self._train(module, optimizer, rows, generator, history, incremental),
             publish)
 
+    def _starts_afresh(self, incremental):
+        """Whether this fit call starts a new model (else it continues the fitted one, moved
+        to the current device and dtype first)."""
+        fresh = not hasattr(self, "module_") or not (incremental or self.warm_start)
+        if not fresh:
+            self._resolve_placement()
+        return fresh
+
+    def _continues_with(self, spec, incremental):
+        """Whether the fitted model can continue with the architecture ``spec`` (which keeps
+        how the fitted encoder reads rows); a changed one: fit starts afresh, partial_fit
+        raises."""
+        if self._module_spec.get("mask_inputs"):
+            spec["mask_inputs"] = True  # how the fitted encoder reads rows stays as it is
+        if spec == self._module_spec:
+            return True
+        if incremental:
+            raise ValueError(
+                f"partial_fit cannot continue: the architecture parameters of this "
+                f"{type(self).__name__} changed since it was fitted ({self._module_spec} -> "
+                f"{spec}). Call fit to start a new model, or restore the parameters."
+            )
+        return False
+
     def _first_pass(self, X, blocks, fresh, generator):
         """The first pass of a streamed fit over the blocks of ``X``: values checked, the
         moments of the encoder's input (``fresh`` only) and a uniform sample of the rows;
@@ -529,10 +535,7 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
             raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
                              "minimum of 1 is required.")
         if all_missing:
-            raise ValueError(
-                f"X has no observed entry: all its {n_rows * blocks.n_features} values are "
-                "NaN, so there is nothing to fit. Pass rows with observed values."
-            )
+            raise _no_observed_entry(n_rows * blocks.n_features)
         keys, sample = sampler.sample()
         return moments, keys, sample, has_nan
 
