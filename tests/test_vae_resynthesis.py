@@ -266,10 +266,10 @@ def test_the_latent_density_names_its_own_parameter_when_it_does_not_converge(ga
     # scikit-learn's own warning ("Best performing initialization did not converge ...")
     # would leak out of sample() with nothing tying it to the call: it must come back as one
     # naming latent_density_components.
-    from skvae.vae import _resynthesis
+    from skvae.vae import _latent_density
 
     # as if the codes needed more than the iterations given
-    monkeypatch.setattr(_resynthesis, "_MIXTURE_MAX_ITER", 2)
+    monkeypatch.setattr(_latent_density, "_MIXTURE_MAX_ITER", 2)
     model = clone(gaussian[0]).fit(gaussian[1])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -284,7 +284,7 @@ def test_the_latent_density_names_its_own_parameter_when_it_does_not_converge(ga
 def test_the_latent_density_em_is_gaussian_mixture_fit_without_its_warning(n, k, max_iter):
     # The mixture is fitted one warm-started step per call (so that scikit-learn never warns
     # and no warning filter is needed): the same steps and result as one fit, bit for bit.
-    from skvae.vae._resynthesis import _fit_mixture_quietly
+    from skvae.vae._latent_density import _fit_mixture_quietly
 
     X = np.random.RandomState(n).standard_t(3, size=(n, 3))
     quiet = GaussianMixture(k, covariance_type="full", random_state=1)

@@ -153,6 +153,36 @@ def pad_rows(values, start, rows):
     return part
 
 
+def encode_in_chunks(module, X, has_nan=None, C=None, with_logvar=True):
+    """Mean and log-variance of q(z | x_obs, c) for every row of X, in padded chunks; NaN
+    entries are missing (``has_nan``: whether X holds any, when known; None looks in every
+    chunk). Without ``with_logvar`` None comes in place of the log-variances (computed all the
+    same, by the one head that gives the means)."""
+    n, rows = X.shape[0], chunk_rows(module)
+    means, logvars = [], []
+    for start, stop in padded_chunks(n, rows):
+        x, c = pad_rows(X, start, rows), pad_rows(C, start, rows)
+        missing = None if has_nan is False else torch.isnan(x)
+        if missing is not None and bool(missing.any()):
+            mean, logvar = module.encode(x, c, mask=~missing)
+        else:
+            mean, logvar = module.encode(x, c)
+        means.append(mean[: stop - start])
+        logvars.append(logvar[: stop - start])
+    return torch.cat(means), torch.cat(logvars) if with_logvar else None
+
+
+def decode_mean_in_chunks(module, Z, C=None):
+    """The decoded mean E[x | z, c] of every row of Z, in padded chunks."""
+    rows = chunk_rows(module)
+    parts = []
+    for start, stop in padded_chunks(Z.shape[0], rows):
+        z, c = pad_rows(Z, start, rows), pad_rows(C, start, rows)
+        params = module.decode(z) if c is None else module.decode(z, c)
+        parts.append(module.mean(params)[: stop - start])
+    return torch.cat(parts)
+
+
 def _chunk_sizes(module, K, budget):
     """Rows per chunk and draws per step so that a step holds at most ``budget`` elements
     (rows x draws x widest layer); both fixed for a module and K (see ``chunk_rows``)."""

@@ -12,9 +12,10 @@ data never build a mask, so they train and score exactly as without this support
 Covariates (``covariates=`` columns of X, a conditional VAE): the fitted state says which
 columns they are (``covariate_indices_``) and how they are encoded (``covariate_encoder_``).
 Every method that reads X goes through :meth:`BaseVAE._rows`, which splits a validated X
-into the modeled columns (a tensor, as an unconditional model sees X), the encoded
-covariates ``c`` handed to ``skvae.nn`` (``C=``) and their raw values; methods that return
-rows of X's layout put the raw covariate values back in their columns (:meth:`_full_layout`).
+(through the ``CovariateLayout`` of ``_covariates``) into the modeled columns (a tensor, as an
+unconditional model sees X), the encoded covariates ``c`` handed to ``skvae.nn`` (``C=``) and
+their raw values; methods that return rows of X's layout put the raw covariate values back in
+their columns (``CovariateLayout.full_rows``).
 Without covariates, ``c`` is None and every path is the unconditional one, bit for bit.
 """
 
@@ -52,15 +53,10 @@ from ..nn import (
     monte_carlo_impute,
     train_epochs,
 )
-from ..nn._bounds import chunk_rows, pad_rows, padded_chunks
+from ..nn._bounds import decode_mean_in_chunks, encode_in_chunks
 from ..nn._engine import load_optimizer_state, make_optimizer
-from ._covariates import (
-    check_observed,
-    covariate_rows,
-    encode,
-    fit_encoder,
-    resolve_columns,
-)
+from ._covariates import CovariateLayout, encoded_width, fit_encoder, resolve_columns
+from ._latent_density import LatentDensityMixin
 from ._reservoir import concat, draw_keys, merge_split, moved, reservoir_size, select, smallest
 from ._resynthesis import ResynthesisMixin
 from ._streaming import BottomK, DeviceCopies, Moments, RowBlocks, StreamedRows, is_streamed
@@ -130,7 +126,15 @@ def _observed(X, has_nan=None):
     return ~torch.isnan(X) if has_nan else None
 
 
-class BaseVAE(ResynthesisMixin, BaseLatentModel):
+def _no_observed_entry(n_values):
+    """The error of a fit whose X holds ``n_values`` values, all NaN."""
+    return ValueError(
+        f"X has no observed entry: all its {n_values} values are NaN, so there is nothing to "
+        "fit. Pass rows with observed values."
+    )
+
+
+class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
     """Base class of the VAE estimators (not public)."""
 
     _parameter_constraints = {
@@ -238,15 +242,15 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 C.index_select(0, train), C.index_select(0, val))
 
     # ------------------------------------------------------------------ covariates
-    def _feature_names(self):
-        return getattr(self, "feature_names_in_", None)
-
-    def _covariate_columns(self):
-        """The fitted covariate columns of X (sorted indices), or None without covariates."""
-        return getattr(self, "covariate_indices_", None)  # absent in pickles of old
-
-    def _modeled_columns(self):
-        return np.setdiff1d(np.arange(self.n_features_in_), self._covariate_columns())
+    def _covariate_layout(self, columns=None, encoder=None, *, fitted=True):
+        """The :class:`CovariateLayout` of the fitted covariates, or (``fitted=False``) of
+        ``columns`` and ``encoder`` during a fit."""
+        if fitted:
+            columns = getattr(self, "covariate_indices_", None)  # absent in pickles of old
+            encoder = getattr(self, "covariate_encoder_", None)
+        return CovariateLayout(columns, encoder, self.n_features_in_,
+                               getattr(self, "feature_names_in_", None), self._device,
+                               self._dtype, type(self).__name__)
 
     def _training_rows(self, X, *, reset):
         """fit's X -> (modeled columns, has_nan, raw covariates, covariate columns); the last
@@ -255,65 +259,24 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             X, has_nan = self._check_input(X, reset=reset, return_has_nan=True)
             return X, has_nan, None, None
         X = self._check_input(X, reset=reset, check_finite=False, cast=False)
-        columns = resolve_columns(self.covariates, self.n_features_in_, self._feature_names())
+        columns = resolve_columns(self.covariates, self.n_features_in_,
+                                  getattr(self, "feature_names_in_", None))
         if columns is None:  # an empty selection: no covariates
             x = X.to(self._dtype)
             has_nan = self._check_finite(x)
             self._check_given(X)
             return x, has_nan, None, None
-        x, has_nan, raw = self._split(X, columns, "X")
+        x, has_nan, raw = self._split(self._covariate_layout(columns, fitted=False), X, "X")
         return x, has_nan, raw, columns
 
-    def _split(self, X, columns, where):
+    def _split(self, layout, X, where):
         """A validated X (any float type) -> (modeled columns in the model's dtype, whether
         they hold NaN, the covariate columns as float64 ndarray, checked finite)."""
-        modeled = np.setdiff1d(np.arange(X.shape[1]), columns)
-        raw = to_numpy(X[:, torch.as_tensor(columns, device=X.device)], np.float64)
-        check_observed(raw, columns, self._feature_names(), where)
-        given = X[:, torch.as_tensor(modeled, device=X.device)]
+        given, raw = layout.split(X, where)
         x = given.to(self._dtype)
         has_nan = self._check_finite(x)
         self._check_given(given)
         return x, has_nan, raw
-
-    def _covariate_tensor(self, encoder, raw, columns, where):
-        values = encode(encoder, raw, columns, self._feature_names(), where)
-        return torch.as_tensor(values, device=self._device).to(self._dtype)
-
-    def _given_covariates(self, covariates, n_rows, where):
-        """The ``covariates=`` argument of ``sample`` and friends -> (encoded tensor, raw
-        values), both None for a model without covariates (which must not be given any)."""
-        columns = self._covariate_columns()
-        if columns is None:
-            if covariates is not None:
-                raise ValueError(
-                    f"{where}: this {type(self).__name__} has no covariates (it was fitted with "
-                    "covariates=None), so covariates must be None."
-                )
-            return None, None
-        if covariates is None:
-            names = ", ".join(str(self._feature_names()[j]) if self._feature_names() is not None
-                              else str(j) for j in columns)
-            raise ValueError(
-                f"{where} needs covariates: this {type(self).__name__} is conditioned on the "
-                f"column(s) [{names}] of X. Pass covariates= with their values in X's units (e.g. "
-                f"the class label, not its one-hot code): one row, used for every output row, or "
-                f"{n_rows} rows."
-            )
-        raw = covariate_rows(covariates, n_rows, columns, self.n_features_in_,
-                             self._feature_names(), where)
-        return self._covariate_tensor(self.covariate_encoder_, raw, columns, where), raw
-
-    def _full_layout(self, values, raw, dtype):
-        """Rows of the modeled columns ``values`` (ndarray) -> rows in X's layout, the
-        covariate columns holding ``raw``; ``values`` itself without covariates."""
-        columns = self._covariate_columns()
-        if columns is None:
-            return values.astype(dtype, copy=False)
-        full = np.empty((values.shape[0], self.n_features_in_), dtype=dtype)
-        full[:, self._modeled_columns()] = values
-        full[:, columns] = raw
-        return full
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -401,35 +364,21 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _fit(self, X, *, incremental):
         if is_streamed(X):
             return self._fit_streamed(X, incremental=incremental)
-        fitted = hasattr(self, "module_")
-        fresh = not fitted or not (incremental or self.warm_start)
-        if not fresh:
-            self._resolve_placement()  # continuing moves the model to the current device/dtype
+        fresh = self._starts_afresh(incremental)
         X_given = X
         X, has_nan, raw, columns = self._training_rows(X_given, reset=fresh)
         self._check_values(X)
         if has_nan and bool(torch.isnan(X).all()):
-            raise ValueError(
-                f"X has no observed entry: all its {X.numel()} values are NaN, so there is "
-                "nothing to fit. Pass rows with observed values."
-            )
+            raise _no_observed_entry(X.numel())
         encoder = None
         if not fresh and columns is not None:
             encoder = getattr(self, "covariate_encoder_", None)  # continuing: same encoding
-        spec = self._module_spec_for(X.shape[1], columns, _encoded_width(encoder))
-        if not fresh and self._module_spec.get("mask_inputs"):
-            spec["mask_inputs"] = True  # how the fitted encoder reads rows stays as it is
-        if not fresh and spec != self._module_spec:
-            if incremental:
-                raise ValueError(
-                    f"partial_fit cannot continue: the architecture parameters of this "
-                    f"{type(self).__name__} changed since it was fitted ({self._module_spec} -> "
-                    f"{spec}). Call fit to start a new model, or restore the parameters."
-                )
+        spec = self._module_spec_for(X.shape[1], columns, encoded_width(encoder))
+        if not fresh and not self._continues_with(spec, incremental):
             fresh = True
             X, has_nan, raw, columns = self._training_rows(X_given, reset=True)
-        self._note_column_range(X, reset=fresh, columns=None if columns is None
-                                else np.setdiff1d(np.arange(self.n_features_in_), columns))
+        self._note_column_range(X, reset=fresh, columns=None if columns is None else
+                                self._covariate_layout(columns, fitted=False).modeled())
         if fresh:
             # The encoder reads the mask when the data it is fitted on have gaps.
             spec.pop("mask_inputs", None)
@@ -439,8 +388,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         if columns is not None:
             if fresh:
                 encoder = fit_encoder(raw, self.covariate_encoding)
-                spec["n_covariates"] = _encoded_width(encoder)
-            C = self._covariate_tensor(encoder, raw, columns, "X")
+                spec["n_covariates"] = encoded_width(encoder)
+            C = self._covariate_layout(columns, encoder, fitted=False).encoded(raw, "X")
 
         if fresh:
             seed = seed_from(self.random_state)
@@ -496,22 +445,10 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 "an in-memory array."
             )
         blocks = RowBlocks(X)
-        fitted = hasattr(self, "module_")
-        fresh = not fitted or not (incremental or self.warm_start)
+        fresh = self._starts_afresh(incremental)
         if not fresh:
-            self._resolve_placement()  # continuing moves the model to the current device/dtype
             spec = self._module_spec_for(blocks.n_features)
-            if self._module_spec.get("mask_inputs"):
-                spec["mask_inputs"] = True
-            if spec != self._module_spec:
-                if incremental:
-                    raise ValueError(
-                        f"partial_fit cannot continue: the architecture parameters of this "
-                        f"{type(self).__name__} changed since it was fitted "
-                        f"({self._module_spec} -> {spec}). Call fit to start a new model, or "
-                        "restore the parameters."
-                    )
-                fresh = True
+            fresh = not self._continues_with(spec, incremental)
         if fresh:
             seed = seed_from(self.random_state)
             self._check_input(np.empty((0, blocks.n_features)), reset=True,
@@ -547,6 +484,30 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             lambda: self._train(module, optimizer, rows, generator, history, incremental),
             publish)
 
+    def _starts_afresh(self, incremental):
+        """Whether this fit call starts a new model (else it continues the fitted one, moved
+        to the current device and dtype first)."""
+        fresh = not hasattr(self, "module_") or not (incremental or self.warm_start)
+        if not fresh:
+            self._resolve_placement()
+        return fresh
+
+    def _continues_with(self, spec, incremental):
+        """Whether the fitted model can continue with the architecture ``spec`` (which keeps
+        how the fitted encoder reads rows); a changed one: fit starts afresh, partial_fit
+        raises."""
+        if self._module_spec.get("mask_inputs"):
+            spec["mask_inputs"] = True  # how the fitted encoder reads rows stays as it is
+        if spec == self._module_spec:
+            return True
+        if incremental:
+            raise ValueError(
+                f"partial_fit cannot continue: the architecture parameters of this "
+                f"{type(self).__name__} changed since it was fitted ({self._module_spec} -> "
+                f"{spec}). Call fit to start a new model, or restore the parameters."
+            )
+        return False
+
     def _first_pass(self, X, blocks, fresh, generator):
         """The first pass of a streamed fit over the blocks of ``X``: values checked, the
         moments of the encoder's input (``fresh`` only) and a uniform sample of the rows;
@@ -574,10 +535,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
                              "minimum of 1 is required.")
         if all_missing:
-            raise ValueError(
-                f"X has no observed entry: all its {n_rows * blocks.n_features} values are "
-                "NaN, so there is nothing to fit. Pass rows with observed values."
-            )
+            raise _no_observed_entry(n_rows * blocks.n_features)
         keys, sample = sampler.sample()
         return moments, keys, sample, has_nan
 
@@ -784,7 +742,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
     def _encoded_sample(self, sample, has_nan=None):
         """A reservoir of rows -> the same entries as codes of the current encoder."""
         with torch.no_grad():
-            mean, logvar = self._encode(sample["rows"], has_nan, sample.get("covariates"))
+            mean, logvar = encode_in_chunks(self.module_, sample["rows"], has_nan,
+                                            sample.get("covariates"))
         return {"keys": sample["keys"], "mean": mean, "logvar": logvar}
 
     def _check_reservoir_continues(self):
@@ -805,8 +764,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         sample = self._reservoir if index is None else select(self._reservoir, index)
         if "rows" not in sample:
             return sample["mean"], sample["logvar"] if with_logvar else None
-        return self._encode(sample["rows"], None, sample.get("covariates"),
-                            with_logvar=with_logvar)
+        return encode_in_chunks(self.module_, sample["rows"], None, sample.get("covariates"),
+                                with_logvar=with_logvar)
 
     def _set_latent_diagnostics(self, X, has_nan=None, C=None):
         """Per-component KL and activity over the training rows, to show posterior collapse.
@@ -816,57 +775,31 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         q(z_j | x) = p(z_j) for every x, so it carries no information and its KL is ~0.
         """
         with torch.no_grad():
-            mean, logvar = self._encode(X, has_nan, C)
+            mean, logvar = encode_in_chunks(self.module_, X, has_nan, C)
         kl = kl_standard_normal(mean[..., None], logvar[..., None])  # per component
         self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
         self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
         self.n_active_components_ = int(np.sum(self.latent_activity_ > _ACTIVITY_THRESHOLD))
 
     # ------------------------------------------------------------------ inference
-    def _encode(self, X, has_nan=None, C=None, with_logvar=True):
-        """Mean and log-variance of q(z | x_obs, c) for every row of X; NaN entries are missing
-        (``has_nan``: whether X holds any, when known; None looks in every chunk). Without
-        ``with_logvar`` the log-variances are dropped (None comes in their place); they are
-        computed all the same, by the one head that gives the means."""
-        n, rows = X.shape[0], chunk_rows(self.module_)
-        means, logvars = [], []
-        for start, stop in padded_chunks(n, rows):
-            x, c = pad_rows(X, start, rows), pad_rows(C, start, rows)
-            mask = None if has_nan is False else _observed(x)
-            mean, logvar = (self.module_.encode(x, c) if mask is None
-                            else self.module_.encode(x, c, mask=mask))
-            means.append(mean[: stop - start])
-            logvars.append(logvar[: stop - start])
-        return torch.cat(means), torch.cat(logvars) if with_logvar else None
-
     @staticmethod
     def _posterior_std(logvar):
         """Standard deviations of q(z | x) from its log-variances."""
         return torch.exp(0.5 * logvar)
 
-    def _decode_mean(self, Z, C=None):
-        module, rows = self.module_, chunk_rows(self.module_)
-        parts = []
-        for start, stop in padded_chunks(Z.shape[0], rows):
-            z, c = pad_rows(Z, start, rows), pad_rows(C, start, rows)
-            params = module.decode(z) if c is None else module.decode(z, c)
-            parts.append(module.mean(params)[: stop - start])
-        return torch.cat(parts)
-
     def _rows(self, X, where="X"):
         """Validate X for a fitted model: a :class:`_Rows` of its modeled columns, whether
         they hold NaN, and its encoded and raw covariates (None without covariates)."""
         check_is_fitted(self)
-        columns = self._covariate_columns()
-        if columns is None:
+        layout = self._covariate_layout()
+        if layout.columns is None:
             x, has_nan = self._check_input(X, reset=False, return_has_nan=True)
             self._check_values(x)
             return _Rows(x, has_nan, None, None)
         X = self._check_input(X, reset=False, check_finite=False, cast=False)
-        x, has_nan, raw = self._split(X, columns, where)
+        x, has_nan, raw = self._split(layout, X, where)
         self._check_values(x)
-        c = self._covariate_tensor(self.covariate_encoder_, raw, columns, where)
-        return _Rows(x, has_nan, c, raw)
+        return _Rows(x, has_nan, layout.encoded(raw, where), raw)
 
     @blockwise
     def transform(self, X, return_std=False):
@@ -891,7 +824,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         out = _output_dtype(X)
         rows = self._rows(X)
         with torch.inference_mode():
-            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c, with_logvar=return_std)
+            mean, logvar = encode_in_chunks(self.module_, rows.x, rows.has_nan, rows.c,
+                                            with_logvar=return_std)
             mean = to_numpy(mean, out)
             std = to_numpy(self._posterior_std(logvar), out) if return_std else None
         warn_nan_rows(self, "transform", mean, std)
@@ -920,12 +854,13 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         check_is_fitted(self)
         out = _output_dtype(Z)
         Z = self._check_latent(Z)
-        C, raw = self._given_covariates(covariates, Z.shape[0], "inverse_transform")
+        layout = self._covariate_layout()
+        C, raw = layout.given(covariates, Z.shape[0], "inverse_transform")
         with torch.inference_mode():
-            decoded = to_numpy(self._decode_mean(Z, C), out)
+            decoded = to_numpy(decode_mean_in_chunks(self.module_, Z, C), out)
         warn_nan_rows(self, "inverse_transform", decoded, reason=(
             "their codes are so large that the decoder's computation overflows"))
-        return self._full_layout(decoded, raw, out)
+        return layout.full_rows(decoded, raw, out)
 
     def _importance_draws(self):
         """The K standard normal draws (K, n_components) every row of every call shares: drawn
@@ -1022,7 +957,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
         rows = self._rows(X)
         iw, lower = self._bounds(rows)
         with torch.inference_mode():
-            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
+            mean, logvar = encode_in_chunks(self.module_, rows.x, rows.has_nan, rows.c)
             kl = to_numpy(kl_standard_normal(mean, logvar), np.float64)
         with np.errstate(invalid="ignore"):  # -inf - -inf: named below
             terms = {"log_likelihood": iw, "elbo": lower, "reconstruction": lower + kl,
@@ -1066,7 +1001,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             means = monte_carlo_impute(self.module_, rows.x, ~torch.isnan(rows.x),
                                        self._importance_draws(), C=rows.c)
         missing = np.isnan(result)
-        result[missing] = self._full_layout(to_numpy(means, out), rows.raw, out)[missing]
+        full = self._covariate_layout().full_rows(to_numpy(means, out), rows.raw, out)
+        result[missing] = full[missing]
         warn_nan_rows(self, "impute", result, reason=(
             "their observed values lie so far from the training data that the importance "
             "weight of every draw underflows (score_samples gives them -inf) or the network's "
@@ -1128,7 +1064,8 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
             raise ValueError(
                 f"latent={latent!r} must be 'prior', 'aggregated_posterior' or 'fitted'."
             )
-        C, raw = self._given_covariates(covariates, n_samples, "sample")
+        layout = self._covariate_layout()
+        C, raw = layout.given(covariates, n_samples, "sample")
         seed = seed_from(self.random_state if random_state is None else random_state)
         generator = torch.Generator(device=self._device).manual_seed(seed)
         options = {"generator": generator, "device": self._device, "dtype": self._dtype}
@@ -1151,7 +1088,7 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 X = module.mean(params) if return_mean else module.sample(params, generator)
         X = to_numpy(X, np.float64)
         warn_nan_rows(self, "sample", X, reason="the decoder's computation overflows for them")
-        return self._full_layout(X, raw, np.float64)
+        return layout.full_rows(X, raw, np.float64)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
@@ -1182,11 +1119,6 @@ class BaseVAE(ResynthesisMixin, BaseLatentModel):
                 load_optimizer_state(optimizer, optimizer_state)
             self._optimizer = optimizer
         self._place_reservoir()
-
-
-def _encoded_width(encoder):
-    """Columns a fitted covariate encoder (OneHotEncoder or StandardScaler) makes, or None."""
-    return None if encoder is None else len(encoder.get_feature_names_out())
 
 
 def _to_cpu(value):

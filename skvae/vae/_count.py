@@ -13,6 +13,7 @@ from ..nn import (
     ZeroInflatedNegativeBinomialLikelihood,
     kl_standard_normal,
 )
+from ..nn._bounds import encode_in_chunks
 from ._base import BaseVAE
 
 # The largest integer up to which float32 holds every integer exactly.
@@ -419,7 +420,7 @@ class CountVAE(BaseVAE):
         if not empty.any():
             return iw, lower
         with torch.inference_mode():
-            mean, logvar = self._encode(rows.x, rows.has_nan, rows.c)
+            mean, logvar = encode_in_chunks(self.module_, rows.x, rows.has_nan, rows.c)
             kl = to_numpy(kl_standard_normal(mean, logvar), np.float64)
         return np.where(empty, 0.0, iw), np.where(empty, -kl, lower)
 

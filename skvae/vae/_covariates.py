@@ -6,13 +6,17 @@ batch or class column must travel with the rows through ``Pipeline`` and ``GridS
 This module turns the ``covariates`` parameter into column indices, fits the encoding of
 those columns (one-hot or standardization, with scikit-learn's own transformers) and checks
 covariate values given at prediction time, so the estimators only pass tensors along.
+:class:`CovariateLayout` ties these together for one estimator's state.
 """
 
 from numbers import Integral
 
 import numpy as np
+import torch
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_array
+
+from .._backend import to_numpy
 
 _SHOWN = 10  # names or categories listed in a message before it says "..."
 
@@ -141,6 +145,11 @@ def fit_encoder(raw, encoding):
     return encoder.fit(raw)
 
 
+def encoded_width(encoder):
+    """Columns a fitted covariate encoder (OneHotEncoder or StandardScaler) makes, or None."""
+    return None if encoder is None else len(encoder.get_feature_names_out())
+
+
 def encode(encoder, raw, columns, feature_names, where):
     """``encoder.transform(raw)``, with a clear error for a category fit did not see."""
     if isinstance(encoder, OneHotEncoder):
@@ -219,3 +228,71 @@ def covariate_rows(values, n_rows, columns, n_features, feature_names, where):
             f"row (used for every output row) or {n_rows} rows."
         )
     return np.ascontiguousarray(array)
+
+
+class CovariateLayout:
+    """Where a VAE's covariates lie in X and how they are encoded (``columns`` None: none).
+
+    Built from the estimator's state by ``BaseVAE._covariate_layout``; holds no data. Tensors
+    it makes are on ``device`` in ``dtype``; ``owner`` is the estimator's class name.
+    """
+
+    def __init__(self, columns, encoder, n_features, feature_names, device, dtype, owner):
+        self.columns = columns
+        self.encoder = encoder
+        self.n_features = n_features
+        self.feature_names = feature_names
+        self.device = device
+        self.dtype = dtype
+        self.owner = owner
+
+    def modeled(self):
+        """The indices of the modeled (non-covariate) columns of X."""
+        return np.setdiff1d(np.arange(self.n_features), self.columns)
+
+    def split(self, X, where):
+        """A validated X (a tensor, any float type) -> (its modeled columns as given, the
+        covariate columns as a float64 ndarray, checked observed)."""
+        modeled = np.setdiff1d(np.arange(X.shape[1]), self.columns)
+        raw = to_numpy(X[:, torch.as_tensor(self.columns, device=X.device)], np.float64)
+        check_observed(raw, self.columns, self.feature_names, where)
+        return X[:, torch.as_tensor(modeled, device=X.device)], raw
+
+    def encoded(self, raw, where):
+        """Raw covariate values -> the encoded tensor the network is given (``C=``)."""
+        values = encode(self.encoder, raw, self.columns, self.feature_names, where)
+        return torch.as_tensor(values, device=self.device).to(self.dtype)
+
+    def given(self, covariates, n_rows, where):
+        """The ``covariates=`` argument of ``sample`` and friends -> (encoded tensor, raw
+        values), both None without covariates (then none may be given)."""
+        columns = self.columns
+        if columns is None:
+            if covariates is not None:
+                raise ValueError(
+                    f"{where}: this {self.owner} has no covariates (it was fitted with "
+                    "covariates=None), so covariates must be None."
+                )
+            return None, None
+        if covariates is None:
+            names = ", ".join(str(self.feature_names[j]) if self.feature_names is not None
+                              else str(j) for j in columns)
+            raise ValueError(
+                f"{where} needs covariates: this {self.owner} is conditioned on the "
+                f"column(s) [{names}] of X. Pass covariates= with their values in X's units (e.g. "
+                f"the class label, not its one-hot code): one row, used for every output row, or "
+                f"{n_rows} rows."
+            )
+        raw = covariate_rows(covariates, n_rows, columns, self.n_features,
+                             self.feature_names, where)
+        return self.encoded(raw, where), raw
+
+    def full_rows(self, values, raw, dtype):
+        """Rows of the modeled columns ``values`` (ndarray) -> rows in X's layout, the
+        covariate columns holding ``raw``; ``values`` itself without covariates."""
+        if self.columns is None:
+            return values.astype(dtype, copy=False)
+        full = np.empty((values.shape[0], self.n_features), dtype=dtype)
+        full[:, self.modeled()] = values
+        full[:, self.columns] = raw
+        return full

@@ -1,11 +1,11 @@
-"""Resynthesis with a fitted VAE: interpolation between rows, latent attribute vectors, and a
-density fitted to the codes for ``sample(latent="fitted")``.
+"""Resynthesis with a fitted VAE: interpolation between rows and latent attribute vectors.
 
-:class:`ResynthesisMixin` is one of the bases of ``BaseVAE``. It reads the fitted network
-through ``BaseVAE``'s private helpers (``_rows``, ``_encode``, ``_decode_mean``, the
-codes of the sampled training rows ``_reservoir_codes``, and the covariate helpers
-``_given_covariates`` and ``_full_layout``) and adds public methods only; ``sample`` calls
-:meth:`ResynthesisMixin._draw_fitted_latent` for ``latent="fitted"``.
+:class:`ResynthesisMixin` is one of the bases of ``BaseVAE`` and adds public methods only.
+It reads the estimator through two helpers, ``_rows`` (validated rows of X) and
+``_covariate_layout`` (the covariates' ``CovariateLayout``), its placement (``_device``,
+``_dtype``) and the fitted ``module_``, which it runs through the chunked
+``encode_in_chunks`` / ``decode_mean_in_chunks`` of ``skvae.nn`` and ``VAEModule``'s own
+``decode`` and ``sample``.
 """
 
 from numbers import Integral, Real
@@ -13,49 +13,16 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from scipy import sparse
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 
-from .._backend import derived_seed, seed_from, to_numpy
-from .._base import _output_dtype, warn, warn_nan_rows
-from ..nn import interpolation_path, sample_gaussian_mixture
-
-_LATENT_DENSITY = 3  # the SeedSequence key of the mixture's seed (see vae._base, derived_seed)
-# EM of the latent density: GaussianMixture's own defaults, with max_iter=200.
-_MIXTURE_MAX_ITER = 200
-_MIXTURE_TOL = 1e-3
-
-
-def _fit_mixture_quietly(mixture, X, max_iter, tol):
-    """``mixture.fit(X)`` with ``max_iter`` (at least 2) and ``tol``; whether it converged.
-
-    GaussianMixture warns when it stops at ``max_iter``, and silencing that takes
-    ``warnings.catch_warnings``, which changes the process-wide filters: not safe while other
-    threads run. So EM runs one warm-started call per step, each with the largest float as
-    ``tol`` (converged after its own step: no warning), and the stopping rule (a change of the
-    lower bound below ``tol``) is applied here. The steps, and so the fitted mixture, are those of one ``fit``
-    (bit for bit, tested); the parameters end as if that ``fit`` had been called.
-    """
-    params = mixture.get_params()
-    # max_iter=0 only initializes (scikit-learn does not warn then); the first bound
-    # compares with -inf, so the first call takes two steps to end below that tol.
-    mixture.set_params(max_iter=0, warm_start=True, tol=np.finfo(np.float64).max).fit(X)
-    mixture.set_params(max_iter=2).fit(X)
-    bounds = list(mixture.lower_bounds_)
-    converged = len(bounds) == 2 and abs(bounds[1] - bounds[0]) < tol
-    mixture.set_params(max_iter=1)
-    while not converged and len(bounds) < max_iter:
-        mixture.fit(X)
-        bounds.append(mixture.lower_bound_)
-        converged = abs(bounds[-1] - bounds[-2]) < tol
-    mixture.set_params(**{**params, "max_iter": max_iter, "tol": tol})
-    mixture.converged_, mixture.n_iter_, mixture.lower_bounds_ = converged, len(bounds), bounds
-    return converged
+from .._backend import seed_from, to_numpy
+from .._base import _output_dtype, warn_nan_rows
+from ..nn import interpolation_path
+from ..nn._bounds import decode_mean_in_chunks, encode_in_chunks
 
 
 class ResynthesisMixin:
-    """Interpolation, attribute vectors and the post-hoc latent density of the VAEs."""
+    """Interpolation and attribute vectors of the VAEs."""
 
     # ------------------------------------------------------------------ encoding helpers
     def _posterior_means(self, X, name):
@@ -68,7 +35,7 @@ class ResynthesisMixin:
                 raise
             raise ValueError(f"{name}: {error}") from error
         with torch.inference_mode():
-            return self._encode(rows.x, None, rows.c, with_logvar=False)[0], rows
+            return encode_in_chunks(self.module_, rows.x, None, rows.c, with_logvar=False)[0], rows
 
     @staticmethod
     def _one_row(x, name):
@@ -157,18 +124,19 @@ class ResynthesisMixin:
                     "decoded with. Pass covariates= (one row, in X's units) to choose it."
                 )
             covariates = rows_a.raw
-        C, raw = self._given_covariates(covariates, int(n_steps), "interpolate")
+        layout = self._covariate_layout()
+        C, raw = layout.given(covariates, int(n_steps), "interpolate")
         with torch.inference_mode():
             path = interpolation_path(codes_a[0], codes_b[0], int(n_steps), method)
             if return_mean:
-                decoded = to_numpy(self._decode_mean(path, C), out)
+                decoded = to_numpy(decode_mean_in_chunks(self.module_, path, C), out)
             else:
                 seed = seed_from(self.random_state if random_state is None else random_state)
                 generator = torch.Generator(device=self._device).manual_seed(seed)
                 module = self.module_
                 params = module.decode(path) if C is None else module.decode(path, C)
                 decoded = to_numpy(module.sample(params, generator), out)
-        return self._full_layout(decoded, raw, out)
+        return layout.full_rows(decoded, raw, out)
 
     # ------------------------------------------------------------------ attribute vectors
     def attribute_vector(self, X_from, X_to):
@@ -245,75 +213,6 @@ class ResynthesisMixin:
         codes, rows = self._posterior_means(X, "X")
         shift = torch.as_tensor(float(strength) * vector, device=self._device, dtype=self._dtype)
         with torch.inference_mode():
-            decoded = to_numpy(self._decode_mean(codes + shift, rows.c), out)
+            decoded = to_numpy(decode_mean_in_chunks(self.module_, codes + shift, rows.c), out)
         warn_nan_rows(self, "apply_attribute", decoded)
-        return self._full_layout(decoded, rows.raw, out)
-
-    # ------------------------------------------------------------------ latent density
-    @property
-    def latent_density_(self):
-        """The Gaussian mixture fitted to the posterior means of the training rows.
-
-        The density of ``sample(latent="fitted")``, with ``latent_density_components``
-        components (at most one per sampled row). It is fitted on first use (this attribute
-        or such a ``sample``), to the posterior means of the same sample of training rows as
-        the aggregated posterior (kept as codes, or as rows with ``store_training_rows=True``)
-        with a seed fixed at ``fit``, so it is the same whenever it is computed; it is kept,
-        pickled with the model, and recomputed after ``fit`` / ``partial_fit`` or a change of
-        ``latent_density_components``.
-        """
-        return self._latent_density()["mixture"]
-
-    def _forget_latent_density(self):
-        """Drop the fitted latent density: called by every fit, which changes the codes."""
-        self.__dict__.pop("_latent_density_cache", None)
-
-    def _latent_density(self):
-        check_is_fitted(self)
-        requested = self.latent_density_components
-        if isinstance(requested, bool) or not isinstance(requested, Integral) or requested < 1:
-            raise ValueError(
-                f"latent_density_components={requested!r} must be a positive integer."
-            )
-        cached = self.__dict__.get("_latent_density_cache")
-        if cached is not None and cached["requested"] == requested:
-            return cached
-        with torch.inference_mode():
-            codes = self._reservoir_codes(with_logvar=False)[0]
-        codes = to_numpy(codes, np.float64)
-        mixture = GaussianMixture(
-            n_components=min(int(requested), codes.shape[0]),
-            covariance_type="full",
-            random_state=derived_seed(self._seed, _LATENT_DENSITY, bits=32),
-        )
-        # scikit-learn's own ConvergenceWarning would reach the user from a call that never
-        # mentioned a mixture: this one names the parameter that sets it.
-        if not _fit_mixture_quietly(mixture, codes, _MIXTURE_MAX_ITER, _MIXTURE_TOL):
-            warn(
-                f"{type(self).__name__}: the latent density of sample(latent=\"fitted\") "
-                f"(a GaussianMixture of latent_density_components={requested} components "
-                f"on the codes of the training rows) did not converge in "
-                f"{_MIXTURE_MAX_ITER} iterations; it is used as it is. Lower "
-                "latent_density_components if the draws look off.",
-                ConvergenceWarning,
-            )
-        cached = {
-            "requested": requested,
-            "mixture": mixture,
-            "cholesky": np.linalg.cholesky(mixture.covariances_),
-        }
-        self._latent_density_cache = cached
-        return cached
-
-    def _draw_fitted_latent(self, eps, generator):
-        """Codes drawn from :attr:`latent_density_`, with standard normal noise ``eps``."""
-        density = self._latent_density()
-        mixture = density["mixture"]
-        options = {"device": self._device, "dtype": torch.float64}
-        return sample_gaussian_mixture(
-            torch.as_tensor(mixture.weights_, **options),
-            torch.as_tensor(mixture.means_, **options),
-            torch.as_tensor(density["cholesky"], **options),
-            eps,
-            generator,
-        )
+        return self._covariate_layout().full_rows(decoded, rows.raw, out)
