@@ -405,3 +405,22 @@ def test_fitted_latent_gives_more_realistic_digits():
     # More precise without giving up coverage.
     assert quality["fitted"][1] > 0.8 * quality["aggregated_posterior"][1], quality
     assert quality["fitted"][1] > quality["prior"][1] - 0.02, quality
+
+
+def test_interpolate_and_attribute_vector_name_what_overflows():
+    # A model fitted on data of scale 1e-3 cannot encode a row of 1e36 in float32: the code is
+    # NaN, and so is every decoded step after the first and the attribute vector. Each method
+    # says so in a warning instead of returning NaN silently.
+    X = np.random.RandomState(0).normal(size=(60, 4)) * 1e-3
+    model = GaussianVAE(n_components=2, hidden_layer_sizes=(8,), max_iter=3, device="cpu",
+                        random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X)
+    far = np.full(4, 1e36)
+    with pytest.warns(UserWarning, match=r"interpolate: the results of row\(s\) \[1, 2, 3\]"):
+        path = model.interpolate(X[1], far, n_steps=4)
+    assert np.isfinite(path[0]).all() and np.isnan(path[1:]).all()
+    with pytest.warns(UserWarning, match=r"attribute_vector: the vector is NaN"):
+        vector = model.attribute_vector(X[:5], np.vstack([X[5:8], far]))
+    assert np.isnan(vector).all()

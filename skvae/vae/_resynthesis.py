@@ -16,7 +16,7 @@ from scipy import sparse
 from sklearn.utils.validation import check_is_fitted
 
 from .._backend import seed_from, to_numpy
-from .._base import _output_dtype, warn_nan_rows
+from .._base import _output_dtype, warn, warn_nan_rows
 from ..nn import interpolation_path
 from ..nn._bounds import decode_mean_in_chunks, encode_in_chunks
 
@@ -136,6 +136,8 @@ class ResynthesisMixin:
                 module = self.module_
                 params = module.decode(path) if C is None else module.decode(path, C)
                 decoded = to_numpy(module.sample(params, generator), out)
+        warn_nan_rows(self, "interpolate", decoded, reason=(
+            "x_a or x_b is so large that its code or the decoded path overflows"))
         return layout.full_rows(decoded, raw, out)
 
     # ------------------------------------------------------------------ attribute vectors
@@ -163,7 +165,12 @@ class ResynthesisMixin:
             self._posterior_means(X, name)[0].to(torch.float64).mean(dim=0)
             for X, name in ((X_from, "X_from"), (X_to, "X_to"))
         ]
-        return to_numpy(means[1] - means[0], np.float64)
+        vector = to_numpy(means[1] - means[0], np.float64)
+        if np.isnan(vector).any():  # one vector, not rows: say which codes failed
+            warn(f"{type(self).__name__}.attribute_vector: the vector is NaN: some rows of "
+                 "X_from or X_to are so large that their codes overflow (transform names "
+                 "them). Drop or rescale those rows.")
+        return vector
 
     def apply_attribute(self, X, vector, *, strength=1.0):
         """Move the codes of rows along a latent direction and decode them.
