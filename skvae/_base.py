@@ -613,14 +613,12 @@ class BaseLatentModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEst
             values = X[:, torch.as_tensor(constant, device=X.device)]
             training = torch.as_tensor(self._column_low[constant], device=X.device).to(X.dtype)
             off = (values != training) & ~torch.isnan(values)
-            rows = torch.nonzero(off.any(dim=1)).flatten()
-            if rows.numel() == 0:
+            rows = to_numpy(off.any(dim=1))
+            if not rows.any():
                 return
             columns = constant[to_numpy(off.any(dim=0))]
-        rows = rows.tolist()
-        listed = f"{rows[:10]}" + ("" if len(rows) <= 10 else f" and {len(rows) - 10} more")
         warn(
-            f"{type(self).__name__}: {len(rows)} row(s) of X {listed} differ from the value "
+            f"{type(self).__name__}: row(s) {named_rows(rows)} of X differ from the value "
             f"that column(s) {self._column_labels(columns)} held in every training row. The "
             "model saw no variation there, so the scores of these rows mostly measure that "
             "difference and can be extremely low.",

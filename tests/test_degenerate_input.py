@@ -250,7 +250,7 @@ def test_constant_columns_warn_at_fit_and_their_rows_at_scoring(estimator, kind)
             getattr(model, method)(test)
         messages = _constant_messages(caught, "held in every training row")
         assert len(messages) == 1, (method, messages)  # once per call
-        assert "2 row(s) of X [1, 4]" in messages[0] and "column(s) [2]" in messages[0]
+        assert "row(s) [1, 4] of X" in messages[0] and "column(s) [2]" in messages[0]
     with warnings.catch_warnings(record=True) as caught:  # rows at the training value: silent
         warnings.simplefilter("always")
         model.score_samples(X[:6])
@@ -283,8 +283,21 @@ def test_a_covariate_column_is_not_a_modeled_constant_and_names_keep_x_columns()
         model.fit(X)
     test = X[:3].copy()
     test[2, 2] = -1.0
-    with pytest.warns(UserWarning, match=r"1 row\(s\) of X \[2\].*column\(s\) \[2\]"):
+    with pytest.warns(UserWarning, match=r"row\(s\) \[2\] of X .*column\(s\) \[2\]"):
         model.score_samples(test)
+
+
+def test_rows_off_a_constant_column_are_named_in_the_whole_dask_array():
+    # A dask array is scored block by block; the warning names rows of the whole X.
+    da = pytest.importorskip("dask.array")
+    X = _with_constant_column("real")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianVAE(**VAE).fit(X)
+    test = X[:9].copy()
+    test[7, 2] = -1.0
+    with pytest.warns(UserWarning, match=r"row\(s\) \[7\] of X .*column\(s\) \[2\]"):
+        model.score_samples(da.from_array(test, chunks=(3, test.shape[1])))
 
 
 # ---- partial_fit's first chunk
