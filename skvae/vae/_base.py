@@ -415,9 +415,10 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
             kept = self._report(result, module, optimizer, history, incremental, interrupted)
             self._set_fitted(module, kept, history, spec, columns, encoder,
                              seed if fresh else None)
+            codes = self._training_codes(X_train, has_nan, C_train)
             self._update_reservoir(X_train, generator, merge=not fresh, C=C_train,
-                                   has_nan=has_nan)
-            self._set_latent_diagnostics(X_train, has_nan, C_train)
+                                   has_nan=has_nan, codes=codes)
+            self._set_latent_diagnostics(codes)
             self._forget_latent_density()
             self._after_fit()
             self._warn_constant_columns()
@@ -474,8 +475,10 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
         def publish(result, interrupted):
             kept = self._report(result, module, optimizer, history, incremental, interrupted)
             self._set_fitted(module, kept, history, spec, None, None, seed if fresh else None)
-            self._update_reservoir(sample, None, merge=not fresh, has_nan=has_nan, keys=keys)
-            self._set_latent_diagnostics(sample, has_nan)
+            codes = self._training_codes(sample, has_nan)
+            self._update_reservoir(sample, None, merge=not fresh, has_nan=has_nan, keys=keys,
+                                   codes=codes)
+            self._set_latent_diagnostics(codes)
             self._forget_latent_density()
             self._after_fit()
             self._warn_constant_columns()
@@ -709,7 +712,8 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
             self.validation_scores_ = list(history.validation_scores)
             self.best_validation_score_ = float(max(history.validation_scores))
 
-    def _update_reservoir(self, X, generator, *, merge, C=None, has_nan=None, keys=None):
+    def _update_reservoir(self, X, generator, *, merge, C=None, has_nan=None, keys=None,
+                          codes=None):
         """Keep a uniform random sample of the training rows for the aggregated posterior.
 
         Every row gets an independent uniform key (``keys``, when the caller drew them) and the
@@ -719,12 +723,16 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
         of q(z | x, c)) from the encoder that has just been trained, and the rows of earlier
         calls keep the codes they got then; ``store_training_rows=True`` keeps the rows (and
         their encoded covariates ``C``) instead, encoded when they are used (the layout:
-        ``skvae.vae._reservoir``). Must run after ``module_`` holds the call's final encoder.
+        ``skvae.vae._reservoir``). Must run after ``module_`` holds the call's final encoder;
+        ``codes``, the (mean, log-variance) of every row of X from it, spares encoding again.
         """
         size = reservoir_size(X.shape[1])
         if keys is None:
             keys = draw_keys(X.shape[0], generator, X.device)
-        new = {"keys": keys, "rows": X, **({} if C is None else {"covariates": C})}
+        if codes is not None and not self.store_training_rows:
+            new = {"keys": keys, "mean": codes[0], "logvar": codes[1]}
+        else:
+            new = {"keys": keys, "rows": X, **({} if C is None else {"covariates": C})}
         new = smallest(new, size)
         old = None
         if merge:
@@ -732,7 +740,8 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
             kept_old, kept_new = merge_split(old["keys"], new["keys"], size)
             old, new = select(old, kept_old), select(new, kept_new)
         if not self.store_training_rows:
-            new = self._encoded_sample(new, has_nan)
+            if "rows" in new:
+                new = self._encoded_sample(new, has_nan)
             if old is not None and "rows" in old:  # rows stored until now: encoded, dropped
                 old = self._encoded_sample(old)
         merged = new if old is None else concat(old, new)
@@ -767,15 +776,19 @@ class BaseVAE(ResynthesisMixin, LatentDensityMixin, BaseLatentModel):
         return encode_in_chunks(self.module_, sample["rows"], None, sample.get("covariates"),
                                 with_logvar=with_logvar)
 
-    def _set_latent_diagnostics(self, X, has_nan=None, C=None):
+    def _training_codes(self, X, has_nan=None, C=None):
+        """(mean, log-variance) of q(z | x, c) of the training rows X, by the final encoder."""
+        with torch.no_grad():
+            return encode_in_chunks(self.module_, X, has_nan, C)
+
+    def _set_latent_diagnostics(self, codes):
         """Per-component KL and activity over the training rows, to show posterior collapse.
 
         A component is active when its posterior mean varies across the data: Burda et al.
         (2016) call latent unit j active when Var_x(E_q[z_j | x]) > 0.01; an inactive one has
         q(z_j | x) = p(z_j) for every x, so it carries no information and its KL is ~0.
         """
-        with torch.no_grad():
-            mean, logvar = encode_in_chunks(self.module_, X, has_nan, C)
+        mean, logvar = codes  # of the training rows (``_training_codes``)
         kl = kl_standard_normal(mean[..., None], logvar[..., None])  # per component
         self.kl_per_component_ = to_numpy(kl.mean(dim=0), np.float64)
         self.latent_activity_ = to_numpy(mean.var(dim=0, correction=0), np.float64)
